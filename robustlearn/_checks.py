@@ -1,0 +1,125 @@
+"""Input validation shared by the public functions.
+
+Checks run on concrete (non-traced) values at call time, so a bad argument fails
+before compilation with a message naming the argument and the allowed range. Values
+that are traced under ``jax.jit`` cannot be inspected; for those the helpers return a
+traced validity flag that the caller turns into a NaN result instead of a silent number.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_traced(x) -> bool:
+    """Whether ``x`` is an abstract value under a JAX transformation."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def as_float_losses(losses, name: str = "losses") -> jax.Array:
+    """Converts ``losses`` to an array and requires a real floating dtype."""
+    losses = jnp.asarray(losses)
+    if not jnp.issubdtype(losses.dtype, jnp.floating):
+        raise TypeError(
+            f"`{name}` must have a real floating dtype (bfloat16, float16, float32 or "
+            f"float64); got dtype {losses.dtype}."
+        )
+    if losses.ndim == 0:
+        raise ValueError(f"`{name}` must have at least one dimension; got a scalar.")
+    return losses
+
+
+def normalize_axis(axis, ndim: int) -> int:
+    """Returns ``axis`` as a non-negative int, or raises a ValueError."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"`axis` must be an int; got {axis!r}.")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"`axis` must be in [{-ndim}, {ndim - 1}] for losses of rank {ndim}; got {axis}.")
+    return int(axis) % ndim
+
+
+def scalar(
+    name: str,
+    value,
+    *,
+    low: float,
+    high: float = float("inf"),
+    low_open: bool = False,
+    high_open: bool = True,
+    dtype=None,
+) -> tuple[jax.Array, jax.Array]:
+    """Validates a scalar hyperparameter against an interval.
+
+    Returns the value as a 0-d array and a boolean flag that is True when the value is
+    inside the interval. Concrete values outside it raise ``ValueError``; traced values
+    only set the flag to False.
+    """
+    if isinstance(value, bool) or isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"`{name}` must be a real number; got {value!r}.")
+    lo_br = "(" if low_open else "["
+    hi_br = ")" if high_open else "]"
+    allowed = f"{lo_br}{low:g}, {high:g}{hi_br}"
+    if not is_traced(value):
+        arr = np.asarray(value)
+        if arr.shape != ():
+            raise ValueError(f"`{name}` must be a scalar; got shape {arr.shape}.")
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise TypeError(f"`{name}` must be a real number; got dtype {arr.dtype}.")
+        v = float(arr)
+        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        if not ok:  # NaN fails every comparison and lands here too.
+            raise ValueError(f"`{name}` must be in {allowed}; got {v!r}.")
+    elif jnp.shape(value) != ():
+        raise ValueError(f"`{name}` must be a scalar; got shape {jnp.shape(value)}.")
+    v = jnp.asarray(value, dtype=dtype)
+    ok = (v > low if low_open else v >= low) & (v < high if high_open else v <= high)
+    return v, ok
+
+
+def broadcastable(name: str, arg, shape: tuple[int, ...]):
+    """Requires ``arg.shape`` to broadcast to ``shape`` without changing it."""
+    arg_shape = jnp.shape(arg)
+    try:
+        out = np.broadcast_shapes(arg_shape, shape)
+    except ValueError:
+        out = None
+    if out != tuple(shape):
+        raise ValueError(
+            f"`{name}` of shape {arg_shape} does not broadcast to the losses' shape {tuple(shape)}."
+        )
+
+
+def mask(where, shape) -> jax.Array:
+    """Validates a boolean ``where`` mask and broadcasts it to ``shape``."""
+    where = jnp.asarray(where)
+    if where.dtype != jnp.bool_:
+        raise TypeError(f"`where` must be a boolean mask; got dtype {where.dtype}.")
+    broadcastable("where", where, shape)
+    return jnp.broadcast_to(where, shape)
+
+
+def weights(w, shape, axis: int) -> tuple[jax.Array, jax.Array]:
+    """Validates nominal ``weights`` and broadcasts them to ``shape``.
+
+    Concrete weights must be finite, non-negative, with positive total along ``axis``.
+    Returns the weights and a traced flag that is False when (traced) weights are invalid.
+    """
+    if not is_traced(w):
+        arr = np.asarray(w)
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise TypeError(f"`weights` must be real numbers; got dtype {arr.dtype}.")
+        broadcastable("weights", arr, shape)
+        arr = np.broadcast_to(arr.astype(np.float64), shape)
+        if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+            raise ValueError("`weights` must be finite and in [0, inf); got negative or non-finite entries.")
+        if shape[axis] > 0 and np.any(np.sum(arr, axis=axis) <= 0):
+            raise ValueError("`weights` must have a positive total along `axis`; got all zeros.")
+    else:
+        broadcastable("weights", w, shape)
+    w = jnp.broadcast_to(jnp.asarray(w), shape)
+    ok = jnp.all(jnp.isfinite(w) & (w >= 0))
+    return w, ok
