@@ -88,9 +88,7 @@ def broadcastable(name: str, arg, shape: tuple[int, ...]):
     except ValueError:
         out = None
     if out != tuple(shape):
-        raise ValueError(
-            f"`{name}` of shape {arg_shape} does not broadcast to the losses' shape {tuple(shape)}."
-        )
+        raise ValueError(f"`{name}` of shape {arg_shape} does not broadcast to the losses' shape {tuple(shape)}.")
 
 
 def mask(where, shape) -> jax.Array:

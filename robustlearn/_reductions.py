@@ -585,9 +585,7 @@ def chi_square_penalty_weights(losses, lam, *, weights=None, where=None, axis=-1
         >>> rl.chi_square_penalty_weights(jnp.array([0.0, 1.0]), lam=1.0).tolist()
         [0.25, 0.75]
     """
-    return _engine.weights_of(
-        _chi_square_penalty_kernel, losses, (_lam(lam),), weights=weights, where=where, axis=axis
-    )
+    return _engine.weights_of(_chi_square_penalty_kernel, losses, (_lam(lam),), weights=weights, where=where, axis=axis)
 
 
 def kl_penalty(losses, lam, *, weights=None, where=None, axis=-1) -> jax.Array:

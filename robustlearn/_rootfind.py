@@ -61,10 +61,7 @@ def increasing_root(
         hi = jnp.where(s.f < 0, s.hi, s.x)
         newton = s.x - s.f / s.df
         use_newton = (
-            jnp.isfinite(newton)
-            & (newton > lo)
-            & (newton < hi)
-            & (jnp.abs(2.0 * s.f) <= jnp.abs(s.dx_old * s.df))
+            jnp.isfinite(newton) & (newton > lo) & (newton < hi) & (jnp.abs(2.0 * s.f) <= jnp.abs(s.dx_old * s.df))
         )
         x_new = jnp.where(use_newton, newton, 0.5 * (lo + hi))
         dx = jnp.abs(x_new - s.x)

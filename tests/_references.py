@@ -58,45 +58,45 @@ def _min_scalar(fn, lo, hi):
 
 
 def kl_dual_upper(losses, p, radius):
-    """min over lambda of lambda*rho + lambda*log E_p exp(l/lambda), and its limit max l."""
+    """min over lambda of lambda*rho + lambda*log E_p exp(x/lambda), and its limit max x."""
     s = p > 0
-    l, ps = losses[s], p[s]
-    lmax = float(l.max())
+    x, ps = losses[s], p[s]
+    lmax = float(x.max())
 
     def dual(log_lam):
-        # log E_p exp(x) = log1p(E_p expm1(x)) stays accurate when x = (l - max)/lambda ~ 0.
+        # log E_p exp(z) = log1p(E_p expm1(z)) stays accurate when z = (x - max)/lambda ~ 0.
         lam = np.exp(log_lam)
-        return lmax + lam * radius + lam * np.log1p(np.sum(ps * np.expm1((l - lmax) / lam)))
+        return lmax + lam * radius + lam * np.log1p(np.sum(ps * np.expm1((x - lmax) / lam)))
 
     return min(lmax, _min_scalar(dual, -35.0, 15.0))
 
 
 def cressie_read_dual_upper(losses, p, radius, k):
-    """min over (lambda, eta) of lambda*rho + eta + lambda * E_p f*((l - eta)/lambda)."""
+    """min over (lambda, eta) of lambda*rho + eta + lambda * E_p f*((x - eta)/lambda)."""
     s = p > 0
-    l, ps = losses[s], p[s]
-    lmax, spread = float(l.max()), float(l.max() - l.min()) + 1.0
+    x, ps = losses[s], p[s]
+    lmax, spread = float(x.max()), float(x.max() - x.min()) + 1.0
 
     def over_eta(log_lam):
         lam = np.exp(log_lam)
 
         def dual(eta):
-            return lam * radius + eta + lam * np.sum(ps * f_conjugate_cressie_read((l - eta) / lam, k))
+            return lam * radius + eta + lam * np.sum(ps * f_conjugate_cressie_read((x - eta) / lam, k))
 
-        return _min_scalar(dual, float(l.min()) - 50 * spread, lmax + 50 * spread)
+        return _min_scalar(dual, float(x.min()) - 50 * spread, lmax + 50 * spread)
 
     return min(lmax, _min_scalar(over_eta, -30.0, 12.0))
 
 
 def chi_square_penalty_dual_upper(losses, p, lam):
     s = p > 0
-    l, ps = losses[s], p[s]
-    spread = float(l.max() - l.min()) + lam
+    x, ps = losses[s], p[s]
+    spread = float(x.max() - x.min()) + lam
 
     def dual(eta):
-        return eta + lam * np.sum(ps * f_conjugate_cressie_read((l - eta) / lam, 2.0))
+        return eta + lam * np.sum(ps * f_conjugate_cressie_read((x - eta) / lam, 2.0))
 
-    return _min_scalar(dual, float(l.min()) - 10 * spread, float(l.max()) + 10 * spread)
+    return _min_scalar(dual, float(x.min()) - 10 * spread, float(x.max()) + 10 * spread)
 
 
 def kl_penalty(losses, p, lam):

@@ -1,0 +1,99 @@
+"""Bad input fails loudly, naming the argument and the allowed range."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import robustlearn as rl
+from tests.strategies import CASE_IDS, CASES
+
+LOSSES = np.array([0.5, 1.0, 2.0])
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("losses", [np.array([1, 2, 3]), [1, 2], np.array([True, False]), np.array([1 + 2j])])
+def test_non_float_losses_raise_type_error(case, losses):
+    for fn in (case.value, case.weights):
+        with pytest.raises(TypeError, match="`losses` must have a real floating dtype"):
+            fn(losses, **case.hyper)
+
+
+@pytest.mark.parametrize(
+    ("fn", "kwargs", "message"),
+    [
+        (rl.cvar, {"alpha": 0.0}, r"`alpha` must be in \(0, 1\]"),
+        (rl.cvar, {"alpha": 1.5}, r"`alpha` must be in \(0, 1\]"),
+        (rl.cvar, {"alpha": float("nan")}, r"`alpha` must be in \(0, 1\]"),
+        (rl.cvar_weights, {"alpha": -0.1}, r"`alpha` must be in \(0, 1\]"),
+        (rl.chi_square, {"radius": -1e-3}, r"`radius` must be in \[0, inf\)"),
+        (rl.chi_square_weights, {"radius": -1.0}, r"`radius` must be in \[0, inf\)"),
+        (rl.kl, {"radius": -1.0}, r"`radius` must be in \[0, inf\)"),
+        (rl.kl_weights, {"radius": float("inf")}, r"`radius` must be in \[0, inf\)"),
+        (rl.cressie_read, {"radius": -1.0, "k": 2.0}, r"`radius` must be in \[0, inf\)"),
+        (rl.cressie_read, {"radius": 1.0, "k": 1.0}, r"`k` must be in \(1, inf\)"),
+        (rl.cressie_read_weights, {"radius": 1.0, "k": 0.5}, r"`k` must be in \(1, inf\)"),
+        (rl.chi_square_penalty, {"lam": 0.0}, r"`lam` must be in \(0, inf\)"),
+        (rl.chi_square_penalty_weights, {"lam": -1.0}, r"`lam` must be in \(0, inf\)"),
+        (rl.kl_penalty, {"lam": 0.0}, r"`lam` must be in \(0, inf\)"),
+        (rl.kl_penalty_weights, {"lam": -2.0}, r"`lam` must be in \(0, inf\)"),
+    ],
+)
+def test_hyperparameter_out_of_range(fn, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fn(LOSSES, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [np.array([0.1, 0.2]), "0.1", None, True])
+def test_hyperparameter_wrong_kind(bad):
+    with pytest.raises((TypeError, ValueError), match="`alpha` must be"):
+        rl.cvar(LOSSES, bad)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"weights": np.array([1.0, -0.5, 1.0])}, ValueError, r"`weights` must be finite and in \[0, inf\)"),
+        ({"weights": np.array([1.0, np.nan, 1.0])}, ValueError, r"`weights` must be finite and in \[0, inf\)"),
+        ({"weights": np.zeros(3)}, ValueError, "`weights` must have a positive total"),
+        ({"weights": np.ones(4)}, ValueError, r"`weights` of shape \(4,\) does not broadcast"),
+        ({"weights": np.array(["a", "b", "c"])}, TypeError, "`weights` must be real numbers"),
+        ({"where": np.array([True, False])}, ValueError, r"`where` of shape \(2,\) does not broadcast"),
+        ({"where": np.ones((2, 3), bool)}, ValueError, r"`where` of shape \(2, 3\) does not broadcast"),
+        ({"where": np.array([1, 0, 1])}, TypeError, "`where` must be a boolean mask"),
+        ({"axis": 1}, ValueError, r"`axis` must be in \[-1, 0\]"),
+        ({"axis": 0.0}, TypeError, "`axis` must be an int"),
+    ],
+)
+def test_bad_weights_mask_and_axis(case, kwargs, error, message):
+    for fn in (case.value, case.weights):
+        with pytest.raises(error, match=message):
+            fn(LOSSES, **case.hyper, **kwargs)
+
+
+def test_scalar_losses_raise():
+    with pytest.raises(ValueError, match="at least one dimension"):
+        rl.erm(jnp.float32(1.0))
+
+
+@pytest.mark.parametrize(
+    ("fn", "bad"),
+    [
+        (lambda x, h: rl.cvar(x, h), 0.0),
+        (lambda x, h: rl.kl(x, h), -1.0),
+        (lambda x, h: rl.chi_square(x, h), -1.0),
+        (lambda x, h: rl.cressie_read(x, 0.5, h), 1.0),
+        (lambda x, h: rl.kl_penalty(x, h), 0.0),
+        (lambda x, h: rl.chi_square_penalty(x, h), -3.0),
+    ],
+)
+def test_traced_bad_hyperparameter_gives_nan(fn, bad):
+    # Under jit the value cannot be checked at trace time: it must not become a number.
+    out = jax.jit(fn)(jnp.asarray(LOSSES), jnp.asarray(bad))
+    assert np.isnan(float(out))
+
+
+def test_traced_negative_weights_give_nan():
+    out = jax.jit(lambda w: rl.cvar(LOSSES, 0.5, weights=w))(jnp.asarray([1.0, -1.0, 1.0]))
+    assert np.isnan(float(out))
