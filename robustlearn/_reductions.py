@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robustlearn import _checks, _engine
 from robustlearn._rootfind import increasing_root
@@ -203,7 +204,9 @@ def _k(k):
 # ------------------------------------------------------------------------ public API
 
 
-def erm(losses, *, weights=None, where=None, axis=-1) -> jax.Array:
+def erm(
+    losses: ArrayLike, *, weights: ArrayLike | None = None, where: ArrayLike | None = None, axis: int = -1
+) -> jax.Array:
     r"""Empirical risk: the expected loss under the nominal distribution.
 
     .. math::
@@ -232,7 +235,9 @@ def erm(losses, *, weights=None, where=None, axis=-1) -> jax.Array:
     return _engine.reduce(_erm_kernel, losses, (), weights=weights, where=where, axis=axis)
 
 
-def erm_weights(losses, *, weights=None, where=None, axis=-1) -> jax.Array:
+def erm_weights(
+    losses: ArrayLike, *, weights: ArrayLike | None = None, where: ArrayLike | None = None, axis: int = -1
+) -> jax.Array:
     r"""The nominal distribution :math:`p` itself (the weights of :func:`erm`).
 
     Args:
@@ -253,7 +258,14 @@ def erm_weights(losses, *, weights=None, where=None, axis=-1) -> jax.Array:
     return _engine.weights_of(_erm_kernel, losses, (), weights=weights, where=where, axis=axis)
 
 
-def cvar(losses, alpha, *, weights=None, where=None, axis=-1) -> jax.Array:
+def cvar(
+    losses: ArrayLike,
+    alpha: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Conditional value-at-risk: the mean of the worst ``alpha`` fraction of the mass.
 
     .. math::
@@ -291,7 +303,14 @@ def cvar(losses, alpha, *, weights=None, where=None, axis=-1) -> jax.Array:
     return _engine.reduce(_cvar_kernel, losses, (_alpha(alpha),), weights=weights, where=where, axis=axis)
 
 
-def cvar_weights(losses, alpha, *, weights=None, where=None, axis=-1) -> jax.Array:
+def cvar_weights(
+    losses: ArrayLike,
+    alpha: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Worst-case distribution of :func:`cvar`.
 
     .. math::
@@ -321,7 +340,15 @@ def cvar_weights(losses, alpha, *, weights=None, where=None, axis=-1) -> jax.Arr
     return _engine.weights_of(_cvar_kernel, losses, (_alpha(alpha),), weights=weights, where=where, axis=axis)
 
 
-def cressie_read(losses, radius, k, *, weights=None, where=None, axis=-1) -> jax.Array:
+def cressie_read(
+    losses: ArrayLike,
+    radius: ArrayLike,
+    k: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Worst case over a Cressie--Read divergence ball.
 
     .. math::
@@ -369,7 +396,15 @@ def cressie_read(losses, radius, k, *, weights=None, where=None, axis=-1) -> jax
     return _engine.reduce(_cressie_read_kernel, losses, hyper, weights=weights, where=where, axis=axis)
 
 
-def cressie_read_weights(losses, radius, k, *, weights=None, where=None, axis=-1) -> jax.Array:
+def cressie_read_weights(
+    losses: ArrayLike,
+    radius: ArrayLike,
+    k: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Worst-case distribution of :func:`cressie_read`.
 
     .. math::
@@ -399,7 +434,14 @@ def cressie_read_weights(losses, radius, k, *, weights=None, where=None, axis=-1
     return _engine.weights_of(_cressie_read_kernel, losses, hyper, weights=weights, where=where, axis=axis)
 
 
-def chi_square(losses, radius, *, weights=None, where=None, axis=-1) -> jax.Array:
+def chi_square(
+    losses: ArrayLike,
+    radius: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Worst case over a :math:`\chi^2`-divergence ball.
 
     .. math::
@@ -436,7 +478,14 @@ def chi_square(losses, radius, *, weights=None, where=None, axis=-1) -> jax.Arra
     return _engine.reduce(_chi_square_kernel, losses, (_radius(radius),), weights=weights, where=where, axis=axis)
 
 
-def chi_square_weights(losses, radius, *, weights=None, where=None, axis=-1) -> jax.Array:
+def chi_square_weights(
+    losses: ArrayLike,
+    radius: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Worst-case distribution of :func:`chi_square`.
 
     .. math::
@@ -462,7 +511,14 @@ def chi_square_weights(losses, radius, *, weights=None, where=None, axis=-1) -> 
     return _engine.weights_of(_chi_square_kernel, losses, (_radius(radius),), weights=weights, where=where, axis=axis)
 
 
-def kl(losses, radius, *, weights=None, where=None, axis=-1) -> jax.Array:
+def kl(
+    losses: ArrayLike,
+    radius: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Worst case over a Kullback--Leibler ball.
 
     .. math::
@@ -499,7 +555,14 @@ def kl(losses, radius, *, weights=None, where=None, axis=-1) -> jax.Array:
     return _engine.reduce(_kl_kernel, losses, (_radius(radius),), weights=weights, where=where, axis=axis)
 
 
-def kl_weights(losses, radius, *, weights=None, where=None, axis=-1) -> jax.Array:
+def kl_weights(
+    losses: ArrayLike,
+    radius: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Worst-case distribution of :func:`kl`.
 
     .. math::
@@ -526,7 +589,14 @@ def kl_weights(losses, radius, *, weights=None, where=None, axis=-1) -> jax.Arra
     return _engine.weights_of(_kl_kernel, losses, (_radius(radius),), weights=weights, where=where, axis=axis)
 
 
-def chi_square_penalty(losses, lam, *, weights=None, where=None, axis=-1) -> jax.Array:
+def chi_square_penalty(
+    losses: ArrayLike,
+    lam: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Penalized :math:`\chi^2` robust risk.
 
     .. math::
@@ -562,7 +632,14 @@ def chi_square_penalty(losses, lam, *, weights=None, where=None, axis=-1) -> jax
     return _engine.reduce(_chi_square_penalty_kernel, losses, (_lam(lam),), weights=weights, where=where, axis=axis)
 
 
-def chi_square_penalty_weights(losses, lam, *, weights=None, where=None, axis=-1) -> jax.Array:
+def chi_square_penalty_weights(
+    losses: ArrayLike,
+    lam: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Worst-case distribution of :func:`chi_square_penalty`.
 
     .. math::
@@ -588,7 +665,14 @@ def chi_square_penalty_weights(losses, lam, *, weights=None, where=None, axis=-1
     return _engine.weights_of(_chi_square_penalty_kernel, losses, (_lam(lam),), weights=weights, where=where, axis=axis)
 
 
-def kl_penalty(losses, lam, *, weights=None, where=None, axis=-1) -> jax.Array:
+def kl_penalty(
+    losses: ArrayLike,
+    lam: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Penalized KL robust risk, the log-sum-exp ("tilted") risk.
 
     .. math::
@@ -619,7 +703,14 @@ def kl_penalty(losses, lam, *, weights=None, where=None, axis=-1) -> jax.Array:
     return _engine.reduce(_kl_penalty_kernel, losses, (_lam(lam),), weights=weights, where=where, axis=axis)
 
 
-def kl_penalty_weights(losses, lam, *, weights=None, where=None, axis=-1) -> jax.Array:
+def kl_penalty_weights(
+    losses: ArrayLike,
+    lam: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    axis: int = -1,
+) -> jax.Array:
     r"""Worst-case distribution of :func:`kl_penalty`: a softmax of :math:`\ell/\lambda`.
 
     .. math::

@@ -1,0 +1,1 @@
+"""Benchmarks for robustlearn (outside the package; not installed)."""
