@@ -4,7 +4,8 @@ exact gradients, batching and the final NaN policy.
 A reduction is defined by a *kernel* acting on one 1-D loss vector that has been
 standardized to ``ls = (l - max l) / range`` (so ``ls`` lies in [-1, 0] on the support
 and the maximum is exactly 0). Kernels return the worst-case weights ``q`` and the
-value in standardized units; the engine maps it back. All constrained problems in this
+penalty in standardized units (0 for constrained problems); the engine returns
+``sum(q * l) - range * penalty``. All constrained problems in this
 package are invariant to the affine map, and penalized ones are invariant once the
 penalty strength is divided by the same range, so standardization loses nothing and
 keeps squares and exponentials of huge losses (±1e30) finite.
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 
 from robustlearn import _checks
 
-# kernel(ls, p, scale, *hyper) -> (value_in_standardized_units, q)
+# kernel(ls, p, scale, *hyper) -> (q, penalty_in_standardized_units)
 Kernel = Callable[..., tuple[jax.Array, jax.Array]]
 
 
@@ -39,8 +40,13 @@ def _solve(kernel: Kernel, losses: jax.Array, w: jax.Array, *hyper: jax.Array):
     # Guard against a zero or overflowed range (all-equal losses, or ±3e38 in float32).
     scale = jnp.where((spread > 0) & jnp.isfinite(spread), spread, 1)
     ls = jnp.where(support & well_posed, (losses - l_max) / scale, -1)
-    value_std, q = kernel(ls, p, scale, *hyper)
-    value = l_max + scale * value_std
+    q, penalty = kernel(ls, p, scale, *hyper)
+    # Sum in the original units: shifting by l_max would cancel digits when the value
+    # is small next to the largest loss.
+    value = jnp.sum(jnp.where(support & well_posed, q * losses, 0)) - scale * penalty
+    # Every reduction lies between the smallest and largest loss; clipping removes the
+    # rounding of sum(q) = 1 (all-equal losses then return that loss exactly).
+    value = jnp.clip(value, jnp.where(well_posed, l_min, 0), l_max)
     value = jnp.where(empty, 0, jnp.where(finite, value, jnp.nan))
     q = jnp.where(empty, 0, jnp.where(finite, q, jnp.nan))
     return value, q

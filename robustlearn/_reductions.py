@@ -51,12 +51,13 @@ __all__ = [
 
 # --------------------------------------------------------------------------- kernels
 # Each kernel sees standardized losses ``ls`` (max 0, range 1 on the support, -1 off
-# it), the nominal ``p`` (0 off the support, sums to 1) and the loss range ``scale``.
+# it), the nominal ``p`` (0 off the support, sums to 1) and the loss range ``scale``,
+# and return ``(q, penalty)`` with the penalty in standardized units.
 
 
 def _erm_kernel(ls, p, scale):
     del scale
-    return jnp.sum(p * ls), p
+    return p, 0.0
 
 
 def _cvar_kernel(ls, p, scale, alpha):
@@ -76,7 +77,7 @@ def _cvar_kernel(ls, p, scale, alpha):
     at_mass = jnp.sum(jnp.where(at, p, 0))
     theta = jnp.clip(rest / jnp.where(at_mass > 0, at_mass, 1), 0, 1 / alpha)
     q = jnp.where(above, p / alpha, jnp.where(at, theta * p, 0))
-    return jnp.sum(q * ls), q
+    return q, 0.0
 
 
 def _bounds(dtype):
@@ -117,8 +118,7 @@ def _cressie_read_kernel(ls, p, scale, radius, k):
     active, x = shifted(s)
     weight = jnp.where(active, p * x**a, 0)
     q = weight / jnp.sum(weight)
-    q = jnp.where(radius > 0, q, p)
-    return jnp.sum(q * ls), q
+    return jnp.where(radius > 0, q, p), 0.0
 
 
 def _chi_square_kernel(ls, p, scale, radius):
@@ -151,8 +151,7 @@ def _kl_kernel(ls, p, scale, radius):
     u_hi = jnp.clip(-0.5 * jnp.log(8 * radius), u_lo, u_max)
     u = increasing_root(excess, u_lo, u_hi)
     q, _ = _tilted(ls, p, jnp.exp(-u))
-    q = jnp.where(radius > 0, q, p)
-    return jnp.sum(q * ls), q
+    return jnp.where(radius > 0, q, p), 0.0
 
 
 def _chi_square_penalty_kernel(ls, p, scale, lam):
@@ -173,13 +172,14 @@ def _chi_square_penalty_kernel(ls, p, scale, lam):
     q = p * ratio
     # lam * p (t - 1)^2 / 2 written without squaring the (possibly huge) ratio t.
     penalty = 0.5 * jnp.sum(jnp.where(ratio > 0, (ls - eta) * (q - p), lam * p))
-    return jnp.sum(q * ls) - penalty, q
+    return q, penalty
 
 
 def _kl_penalty_kernel(ls, p, scale, lam):
     lam = lam / scale
     q, log_z = _tilted(ls, p, 1 / lam)
-    return lam * log_z, q
+    # lam * KL(q || p) = sum(q * ls) - lam * log Z.
+    return q, jnp.sum(q * ls) - lam * log_z
 
 
 # ----------------------------------------------------------------- hyperparameters
