@@ -50,7 +50,6 @@ def scalar(
     high: float = float("inf"),
     low_open: bool = False,
     high_open: bool = True,
-    dtype=None,
 ) -> tuple[jax.Array, jax.Array]:
     """Validates a scalar hyperparameter against an interval.
 
@@ -75,7 +74,7 @@ def scalar(
             raise ValueError(f"`{name}` must be in {allowed}; got {v!r}.")
     elif jnp.shape(value) != ():
         raise ValueError(f"`{name}` must be a scalar; got shape {jnp.shape(value)}.")
-    v = jnp.asarray(value, dtype=dtype)
+    v = jnp.asarray(value)
     ok = (v > low if low_open else v >= low) & (v < high if high_open else v <= high)
     return v, ok
 

@@ -68,7 +68,8 @@ def _value_fn(kernel: Kernel):
 
 
 @functools.cache
-def _compiled(kernel: Kernel, n_hyper: int, want_weights: bool):
+def _compiled(kernel: Kernel, n_hyper: int, want_weights: bool, axis: int):
+    """The jitted reduction (or its weights) along ``axis``, batched over the rest."""
     signature = "(n),(n)" + ",()" * n_hyper + ("->(n)" if want_weights else "->()")
     if want_weights:
         fn = lambda *args: _solve(kernel, *args)[1]  # noqa: E731
@@ -76,56 +77,39 @@ def _compiled(kernel: Kernel, n_hyper: int, want_weights: bool):
         fn = _value_fn(kernel)
     vectorized = jnp.vectorize(fn, signature=signature)
 
-    def run(losses, w, ok, *hyper):
+    def run(losses, weights, ok, *hyper):
+        compute = jnp.promote_types(losses.dtype, jnp.float32)
+        w = jnp.ones(losses.shape, compute) if weights is None else weights.astype(compute)
         # Hyperparameters and nominal weights are constants for differentiation: the
         # gradient flows to the losses only (Danskin).
-        w = jax.lax.stop_gradient(w)
-        hyper = tuple(jax.lax.stop_gradient(h) for h in hyper)
-        out = vectorized(losses, w, *hyper)
+        w = jax.lax.stop_gradient(jnp.moveaxis(w, axis, -1))
+        hyper = tuple(jax.lax.stop_gradient(jnp.asarray(h, compute)) for h in hyper)
+        out = vectorized(jnp.moveaxis(losses.astype(compute), axis, -1), w, *hyper)
         if want_weights:
-            out = jax.lax.stop_gradient(out)
-        return jnp.where(ok, out, jnp.nan)
+            out = jnp.moveaxis(jax.lax.stop_gradient(out), -1, axis)
+        return jnp.where(ok, out, jnp.nan).astype(losses.dtype)
 
     return jax.jit(run)
 
 
-def prepare(losses, weights, where, axis):
-    """Validates the common arguments and moves the reduced axis last.
+def run(kernel: Kernel, losses, hyper, *, weights, where, axis, want_weights: bool = False):
+    """Validates the arguments and runs ``kernel`` as a reduction along ``axis``.
 
-    Returns ``(losses, w, ok, axis, dtype)`` with ``losses`` and ``w`` in the compute
-    dtype (at least float32) and the mask folded into ``w`` (masked weight 0).
+    ``hyper`` is a tuple of ``(value, ok)`` pairs from :func:`_checks.scalar`. Returns
+    the value (``losses.shape`` without ``axis``) or, with ``want_weights``, the
+    worst-case weights shaped like ``losses``; both in the dtype of ``losses``.
     """
     losses = _checks.as_float_losses(losses)
     axis = _checks.normalize_axis(axis, losses.ndim)
-    dtype = losses.dtype
-    compute = jnp.promote_types(dtype, jnp.float32)
-    if weights is None:
-        w, ok = jnp.ones(losses.shape, compute), jnp.asarray(True)
-    else:
-        w, ok = _checks.weights(weights, losses.shape, axis)
-        w = w.astype(compute)
+    ok = jnp.asarray(True)
+    if weights is not None:
+        weights, ok = _checks.weights(weights, losses.shape, axis)
     if where is not None:
-        w = jnp.where(_checks.mask(where, losses.shape), w, 0)
-    losses = jnp.moveaxis(losses.astype(compute), axis, -1)
-    w = jnp.moveaxis(w, axis, -1)
-    return losses, w, ok, axis, dtype
-
-
-def reduce(kernel: Kernel, losses, hyper, *, weights, where, axis):
-    """Runs ``kernel`` as a reduction; ``hyper`` is a tuple of (value, ok) pairs."""
-    losses, w, ok, _, dtype = prepare(losses, weights, where, axis)
-    values = tuple(v.astype(losses.dtype) for v, _ in hyper)
+        # Masked examples leave the nominal distribution: fold the mask into the weights
+        # (one compiled variant for "weighted or masked" instead of one per combination).
+        where = _checks.mask(where, losses.shape)
+        weights = jnp.where(where, 1 if weights is None else weights, 0)
     for _, h_ok in hyper:
         ok = ok & h_ok
-    out = _compiled(kernel, len(hyper), False)(losses, w, ok, *values)
-    return out.astype(dtype)
-
-
-def weights_of(kernel: Kernel, losses, hyper, *, weights, where, axis):
-    """Runs ``kernel`` and returns its worst-case weights, shaped like ``losses``."""
-    losses, w, ok, ax, dtype = prepare(losses, weights, where, axis)
-    values = tuple(v.astype(losses.dtype) for v, _ in hyper)
-    for _, h_ok in hyper:
-        ok = ok & h_ok
-    out = _compiled(kernel, len(hyper), True)(losses, w, ok, *values)
-    return jnp.moveaxis(out, -1, ax).astype(dtype)
+    values = tuple(v for v, _ in hyper)
+    return _compiled(kernel, len(hyper), want_weights, axis)(losses, weights, ok, *values)

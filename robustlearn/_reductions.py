@@ -232,7 +232,7 @@ def erm(
     References:
         Vapnik, *Principles of risk minimization for learning theory*, NeurIPS 1991.
     """
-    return _engine.reduce(_erm_kernel, losses, (), weights=weights, where=where, axis=axis)
+    return _engine.run(_erm_kernel, losses, (), weights=weights, where=where, axis=axis)
 
 
 def erm_weights(
@@ -255,7 +255,7 @@ def erm_weights(
         >>> rl.erm_weights(jnp.array([1.0, 2.0, 6.0]), weights=jnp.array([1.0, 1.0, 2.0])).tolist()
         [0.25, 0.25, 0.5]
     """
-    return _engine.weights_of(_erm_kernel, losses, (), weights=weights, where=where, axis=axis)
+    return _engine.run(_erm_kernel, losses, (), weights=weights, where=where, axis=axis, want_weights=True)
 
 
 def cvar(
@@ -300,7 +300,7 @@ def cvar(
     References:
         Rockafellar & Uryasev, *Optimization of conditional value-at-risk*, J. Risk 2000.
     """
-    return _engine.reduce(_cvar_kernel, losses, (_alpha(alpha),), weights=weights, where=where, axis=axis)
+    return _engine.run(_cvar_kernel, losses, (_alpha(alpha),), weights=weights, where=where, axis=axis)
 
 
 def cvar_weights(
@@ -337,7 +337,9 @@ def cvar_weights(
         >>> rl.cvar_weights(jnp.array([1.0, 2.0, 3.0, 4.0]), alpha=0.5).tolist()
         [0.0, 0.0, 0.5, 0.5]
     """
-    return _engine.weights_of(_cvar_kernel, losses, (_alpha(alpha),), weights=weights, where=where, axis=axis)
+    return _engine.run(
+        _cvar_kernel, losses, (_alpha(alpha),), weights=weights, where=where, axis=axis, want_weights=True
+    )
 
 
 def cressie_read(
@@ -393,7 +395,7 @@ def cressie_read(
         distributionally robust optimization*, Annals of Statistics 2021.
     """
     hyper = (_radius(radius), _k(k))
-    return _engine.reduce(_cressie_read_kernel, losses, hyper, weights=weights, where=where, axis=axis)
+    return _engine.run(_cressie_read_kernel, losses, hyper, weights=weights, where=where, axis=axis)
 
 
 def cressie_read_weights(
@@ -431,7 +433,7 @@ def cressie_read_weights(
         [0.25, 0.75]
     """
     hyper = (_radius(radius), _k(k))
-    return _engine.weights_of(_cressie_read_kernel, losses, hyper, weights=weights, where=where, axis=axis)
+    return _engine.run(_cressie_read_kernel, losses, hyper, weights=weights, where=where, axis=axis, want_weights=True)
 
 
 def chi_square(
@@ -475,7 +477,7 @@ def chi_square(
         Namkoong & Duchi, *Variance-based regularization with convex objectives*,
         NeurIPS 2017.
     """
-    return _engine.reduce(_chi_square_kernel, losses, (_radius(radius),), weights=weights, where=where, axis=axis)
+    return _engine.run(_chi_square_kernel, losses, (_radius(radius),), weights=weights, where=where, axis=axis)
 
 
 def chi_square_weights(
@@ -508,7 +510,9 @@ def chi_square_weights(
         >>> [round(x, 6) for x in rl.chi_square_weights(jnp.array([0.0, 1.0]), radius=0.125).tolist()]
         [0.25, 0.75]
     """
-    return _engine.weights_of(_chi_square_kernel, losses, (_radius(radius),), weights=weights, where=where, axis=axis)
+    return _engine.run(
+        _chi_square_kernel, losses, (_radius(radius),), weights=weights, where=where, axis=axis, want_weights=True
+    )
 
 
 def kl(
@@ -552,7 +556,7 @@ def kl(
         Hu & Hong, *Kullback-Leibler divergence constrained distributionally robust
         optimization*, Optimization Online 2013.
     """
-    return _engine.reduce(_kl_kernel, losses, (_radius(radius),), weights=weights, where=where, axis=axis)
+    return _engine.run(_kl_kernel, losses, (_radius(radius),), weights=weights, where=where, axis=axis)
 
 
 def kl_weights(
@@ -586,7 +590,9 @@ def kl_weights(
         >>> rl.kl_weights(jnp.array([0.0, 1.0]), radius=10.0).tolist()
         [0.0, 1.0]
     """
-    return _engine.weights_of(_kl_kernel, losses, (_radius(radius),), weights=weights, where=where, axis=axis)
+    return _engine.run(
+        _kl_kernel, losses, (_radius(radius),), weights=weights, where=where, axis=axis, want_weights=True
+    )
 
 
 def chi_square_penalty(
@@ -629,7 +635,7 @@ def chi_square_penalty(
         Levy, Carmon, Duchi & Sidford, *Large-scale methods for distributionally robust
         optimization*, NeurIPS 2020.
     """
-    return _engine.reduce(_chi_square_penalty_kernel, losses, (_lam(lam),), weights=weights, where=where, axis=axis)
+    return _engine.run(_chi_square_penalty_kernel, losses, (_lam(lam),), weights=weights, where=where, axis=axis)
 
 
 def chi_square_penalty_weights(
@@ -662,7 +668,9 @@ def chi_square_penalty_weights(
         >>> rl.chi_square_penalty_weights(jnp.array([0.0, 1.0]), lam=1.0).tolist()
         [0.25, 0.75]
     """
-    return _engine.weights_of(_chi_square_penalty_kernel, losses, (_lam(lam),), weights=weights, where=where, axis=axis)
+    return _engine.run(
+        _chi_square_penalty_kernel, losses, (_lam(lam),), weights=weights, where=where, axis=axis, want_weights=True
+    )
 
 
 def kl_penalty(
@@ -700,7 +708,7 @@ def kl_penalty(
     References:
         Li, Beirami, Sanjabi & Smith, *Tilted empirical risk minimization*, ICLR 2021.
     """
-    return _engine.reduce(_kl_penalty_kernel, losses, (_lam(lam),), weights=weights, where=where, axis=axis)
+    return _engine.run(_kl_penalty_kernel, losses, (_lam(lam),), weights=weights, where=where, axis=axis)
 
 
 def kl_penalty_weights(
@@ -733,4 +741,6 @@ def kl_penalty_weights(
         >>> rl.kl_penalty_weights(jnp.array([1.0, 1.0, 1.0, 1.0]), lam=0.1).tolist()
         [0.25, 0.25, 0.25, 0.25]
     """
-    return _engine.weights_of(_kl_penalty_kernel, losses, (_lam(lam),), weights=weights, where=where, axis=axis)
+    return _engine.run(
+        _kl_penalty_kernel, losses, (_lam(lam),), weights=weights, where=where, axis=axis, want_weights=True
+    )
