@@ -4,6 +4,7 @@ Replace ``losses.mean()`` by a robust reduction, e.g. ``robustlearn.cvar(losses,
 each reduction has a ``*_weights`` twin that returns the worst-case distribution.
 """
 
+from robustlearn import objectives, train
 from robustlearn._reductions import (
     chi_square,
     chi_square_penalty,
@@ -24,6 +25,8 @@ from robustlearn._reductions import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "objectives",
+    "train",
     "chi_square",
     "chi_square_penalty",
     "chi_square_penalty_weights",
