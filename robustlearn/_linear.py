@@ -46,7 +46,8 @@ class LinearSolution(NamedTuple):
 
 def linear_losses(params, x, y, loss: str):
     """Per-example losses of a linear model: logistic (y in {0,1}), softmax (int y), squared."""
-    scores = x @ params["w"] + params["b"]
+    b = params["b"]
+    scores = x @ params["w"] + (b[None, :] if b.ndim else b)
     if loss == "logistic":
         return jax.nn.softplus(-(2 * y - 1) * scores)
     if loss == "softmax":
