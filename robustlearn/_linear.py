@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from robustlearn import _reductions
 from robustlearn._objectives import Objective
@@ -76,13 +77,13 @@ def _lbfgs(fun, x0, max_iter: int, tol: float):
 
 
 def fit_linear(
-    x,
-    y,
+    x: ArrayLike,
+    y: ArrayLike,
     objective: Objective,
     *,
     loss: str = "logistic",
     l2: float = 0.0,
-    weights=None,
+    weights: ArrayLike | None = None,
     num_classes: int | None = None,
     max_iter: int = 2000,
     tol: float = 1e-9,

@@ -53,7 +53,7 @@ def _stateless_init(key):
     return ()
 
 
-def from_reduction(reduction: Callable[..., jax.Array], name: str, **hyper) -> Objective:
+def from_reduction(reduction: Callable[..., jax.Array], name: str, **hyper: float) -> Objective:
     r"""Wraps a reduction ``reduction(losses, **hyper, weights=, where=)`` as an Objective.
 
     .. math::

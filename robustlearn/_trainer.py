@@ -167,12 +167,12 @@ class Trainer:
 
     def __init__(
         self,
-        model,
+        model: nnx.Module | Callable[[Any, jax.Array], jax.Array],
         loss: Callable[[jax.Array, jax.Array], jax.Array],
         objective: Objective,
         optimizer: optax.GradientTransformation,
         *,
-        params=None,
+        params: Any = None,
         batch_size: int | None = None,
         seed: int = 0,
         monitor: str | None = None,

@@ -135,7 +135,9 @@ class RobustClassifier(ClassifierMixin, _Base):
         model: ``"linear"`` (solved full-batch) or ``"mlp"``.
         hidden: hidden layer sizes of the MLP.
         l2: ridge penalty on the weights.
-        epochs, batch_size, learning_rate: MLP training (Adam).
+        epochs: MLP training epochs (Adam).
+        batch_size: MLP minibatch size (None: full batch).
+        learning_rate: Adam step size for the MLP.
         random_state: seed of the MLP initialization and data order.
 
     Examples:
