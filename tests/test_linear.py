@@ -110,6 +110,22 @@ def ref_chi_square_penalty(x, y, lam):
     return _minimize(fun, np.concatenate([np.zeros(d + 1), [0.5]]))
 
 
+def ref_cressie_read(x, y, radius, k):
+    # Lagrangian dual over (lambda, eta) with the conjugate of f_k, jointly with theta.
+    d = x.shape[1]
+
+    def conj(s):  # sup_{t>=0} s t - f_k(t), at t = (1 + (k-1) s)_+^(1/(k-1))
+        t = np.maximum(1 + (k - 1) * s, 0) ** (1 / (k - 1))
+        return s * t - (t**k - k * t + k - 1) / (k * (k - 1))
+
+    def fun(z):
+        losses = _logistic(z[: d + 1], x, y)
+        lam, eta = np.exp(z[d + 1]), z[d + 2]
+        return lam * radius + eta + lam * np.mean(conj((losses - eta) / lam)) + _reg(z, d)
+
+    return _minimize(fun, np.concatenate([np.zeros(d + 1), [0.0, 0.5]]))
+
+
 CASES = [
     (objectives.erm(), ref_erm),
     (objectives.cvar(0.3), lambda x, y: ref_cvar(x, y, 0.3)),
@@ -117,6 +133,7 @@ CASES = [
     (objectives.kl(0.5), lambda x, y: ref_kl(x, y, 0.5)),
     (objectives.kl_penalty(0.5), lambda x, y: ref_kl_penalty(x, y, 0.5)),
     (objectives.chi_square_penalty(1.0), lambda x, y: ref_chi_square_penalty(x, y, 1.0)),
+    (objectives.cressie_read(0.5, 3.0), lambda x, y: ref_cressie_read(x, y, 0.5, 3.0)),
 ]
 
 
