@@ -265,3 +265,18 @@ def test_objective_factories_validate_hyperparameters():
         objectives.cvar(0.0)
     with pytest.raises(ValueError, match=r"`k` must be in \(1, inf\)"):
         objectives.cressie_read(0.1, 1.0)
+
+
+def test_history_plot_draws_each_metric():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = rl.train.History([{"epoch": e, "train_objective": 1.0 / e, "val_loss": 2.0 / e} for e in (1, 2, 3)])
+    fig, ax = plt.subplots()
+    history.plot(("train_objective", "val_loss"), ax=ax)
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["train_objective", "val_loss"]
+    np.testing.assert_allclose(lines[1].get_ydata(), [2.0, 1.0, 2.0 / 3])
+    plt.close(fig)
