@@ -144,7 +144,8 @@ class Trainer:
 
     Args:
         model: a flax ``nnx.Module`` (its ``nnx.Param`` leaves are trained and written
-            back after ``fit``), or a function ``apply(params, x) -> outputs``.
+            back after ``fit``; other nnx state, such as batch-norm statistics, is held
+            fixed), or a function ``apply(params, x) -> outputs``.
         loss: per-example loss ``loss(outputs, y) -> (n,)``, e.g.
             ``optax.softmax_cross_entropy_with_integer_labels``.
         objective: an :class:`~robustlearn.objectives.Objective`.

@@ -280,3 +280,15 @@ def test_history_plot_draws_each_metric():
     assert [line.get_label() for line in lines] == ["train_objective", "val_loss"]
     np.testing.assert_allclose(lines[1].get_ydata(), [2.0, 1.0, 2.0 / 3])
     plt.close(fig)
+
+
+@pytest.mark.parametrize("objective", FACTORIES, ids=[o.name for o in FACTORIES])
+def test_objective_reads_weight_and_mask_from_the_batch(objective):
+    losses = jnp.asarray([0.3, 2.0, 0.1, 1.2, 0.7])
+    batch = {"weight": jnp.asarray([1.0, 0.5, 2.0, 1.0, 3.0]), "mask": jnp.asarray([True, True, False, True, True])}
+    value, (state, metrics) = objective.loss(lambda p, b: losses, None, batch, (), None)
+    reduction, hyper = objective.spec
+    expected = reduction(losses, **hyper, weights=batch["weight"], where=batch["mask"])
+    assert float(value) == float(expected) == float(metrics["objective"])
+    assert float(metrics["mean_loss"]) == pytest.approx(float(losses[batch["mask"]].mean()))
+    assert state == ()
