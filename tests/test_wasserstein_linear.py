@@ -55,7 +55,7 @@ def primal_lp(theta, x, y, p, eps, kappa, norm, loss):
 
 
 CONFIGS = list(
-    itertools.product([0, 1], ["l1", "l2", "linf"], [0.5, 2.0, np.inf, 0.0], ["hinge", "logistic"], [0.05, 0.4])
+    itertools.product([0, 1], ["l1", "l2", "linf"], [0.5, 2.0, np.inf, 0.0], ["hinge", "logistic"], [0.05, 0.4, 1.0])
 )
 
 
@@ -132,3 +132,18 @@ def test_bad_arguments(kwargs, match):
     eps = args.pop("eps")
     with pytest.raises(ValueError, match=match):
         wasserstein.linear_classification(theta, x, y, eps, **args)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "logistic"])
+def test_cheap_label_flips_on_well_separated_data(loss):
+    # Every example gains more by flipping than kappa * ||theta||_*, and the budget covers
+    # flipping all of them: the optimal multiplier is ||theta||_* itself.
+    theta = np.array([2.0, -1.0])
+    x = np.array([[1.0, -0.5], [2.0, 0.0], [-1.5, 0.5], [-2.0, 1.0]])
+    y = np.sign(x @ theta).astype(int)
+    p = np.full(4, 0.25)
+    eps, kappa = 0.5, 0.2
+    exact = float(wasserstein.linear_classification(theta, x, y, eps, kappa=kappa, norm="l2", loss=loss))
+    lp = primal_lp(theta, x, y, p, eps, kappa, "l2", loss)
+    assert lp <= exact + 1e-9
+    assert exact - lp <= 1e-7 + 1e-3 * eps * np.linalg.norm(theta)
