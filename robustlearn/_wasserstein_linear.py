@@ -18,7 +18,8 @@ Moving features costs :math:`\|\Delta\|` and changes the margin by at most
 :math:`\kappa`. The objective is piecewise linear in :math:`\lambda` with breakpoints
 :math:`\lambda_i = (L(-z_i) - L(z_i))/\kappa` and slope :math:`\varepsilon - \kappa
 \sum_{\lambda_i > \lambda} p_i`, so the minimizer is a weighted quantile of the
-breakpoints, clipped below at :math:`\|\theta\|_*`: exact after one sort. With
+breakpoints (a CVaR of the breakpoints), clipped below at :math:`\|\theta\|_*`: exact
+after one sort. With
 :math:`\kappa = \infty` it is :math:`E_{\hat P}[L] + \varepsilon\|\theta\|_*`.
 """
 
@@ -28,7 +29,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from robustlearn import _checks
+from robustlearn import _checks, _reductions
+from robustlearn._objectives import Objective
 
 _MARGIN_LOSSES = {
     "logistic": lambda z: jax.nn.softplus(-z),
@@ -42,7 +44,9 @@ def dual_norm(theta: jax.Array, norm: str) -> jax.Array:
     if norm == "l1":
         return jnp.max(jnp.abs(theta))
     if norm == "l2":
-        return jnp.linalg.norm(theta)
+        # sqrt with a zero subgradient at theta = 0 (jnp.linalg.norm's gradient is NaN there).
+        sq = jnp.sum(theta**2)
+        return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
     return jnp.sum(jnp.abs(theta))
 
 
@@ -127,21 +131,64 @@ def linear_classification(
 
 
 def _solve(loss_fn, margin, p, lam0, eps, kappa):
+    r"""The dual in closed form, written so that autodiff returns a valid subgradient.
+
+    With :math:`a = \varepsilon/\kappa` and :math:`b_i = (L(-z_i) - L(z_i))/\kappa`,
+    :math:`\min_{\lambda\ge\lambda_0} \lambda\varepsilon + \sum_i p_i\max(L(z_i), L(-z_i)
+    - \lambda\kappa) = E_p L(z) + \kappa\, G` with :math:`G = \min_{\lambda \ge \lambda_0}
+    \lambda a + E_p(b - \lambda)_+`. Unconstrained, :math:`G = a\,\mathrm{CVaR}_a(b)`
+    (for :math:`a < 1`, minimizer :math:`\mathrm{VaR}_a(b)`); otherwise
+    :math:`\lambda = \lambda_0`. Using :func:`robustlearn.cvar` keeps the tie-sharing
+    Danskin gradient, e.g. at :math:`\theta = 0` where every margin is 0.
+    """
     keep = loss_fn(margin)
     flip = loss_fn(-margin)
-    finite_kappa = jnp.isfinite(kappa) & (kappa > 0)
-    safe_kappa = jnp.where(finite_kappa, kappa, 1.0)
-    breaks = jnp.where(finite_kappa, (flip - keep) / safe_kappa, -jnp.inf)
-    # Smallest lambda with p-mass of {breaks > lambda} <= eps / kappa: a weighted quantile.
-    order = jnp.argsort(-breaks)
-    sorted_breaks = breaks[order]
-    mass_before = jnp.cumsum(p[order]) - p[order]
-    budget = jnp.where(finite_kappa, eps / safe_kappa, jnp.inf)
-    candidates = jnp.where(mass_before <= budget, sorted_breaks, jnp.inf)
-    # If even moving all the mass fits the budget, the slope is >= 0 everywhere: lam0.
-    lam_quantile = jnp.where(jnp.sum(p) <= budget, -jnp.inf, jnp.min(candidates))
-    lam_quantile = jax.lax.stop_gradient(lam_quantile)
-    lam = jnp.maximum(lam0, lam_quantile)  # the gradient flows through ||theta||_* when it binds
-    flipped = jnp.where(kappa == 0, flip, flip - lam * jnp.where(jnp.isfinite(kappa), kappa, 0.0))
-    per_example = jnp.where(jnp.isinf(kappa), keep, jnp.maximum(keep, flipped))
-    return lam * eps + jnp.sum(p * per_example)
+    base = jnp.sum(p * keep)
+    finite = jnp.isfinite(kappa) & (kappa > 0)
+    safe_kappa = jnp.where(finite, kappa, 1.0)
+    a = jnp.where(finite, eps / safe_kappa, 1.0)
+    b = jnp.where(finite, (flip - keep) / safe_kappa, 0.0)
+    constrained = lam0 * a + jnp.sum(p * jnp.maximum(b - lam0, 0))
+    alpha = jnp.clip(a, jnp.finfo(a.dtype).tiny, 1.0)
+    q = _reductions.cvar_weights(b, alpha, weights=p)
+    var = jax.lax.stop_gradient(jnp.min(jnp.where(q > 0, b, jnp.inf)))
+    unconstrained = a * _reductions.cvar(b, alpha, weights=p)
+    g = jnp.where((a < 1) & (var >= lam0), unconstrained, constrained)
+    flip_free = lam0 * eps + jnp.sum(p * jnp.maximum(keep, flip))  # kappa = 0
+    labels_fixed = base + lam0 * eps  # kappa = inf
+    return jnp.where(finite, base + safe_kappa * g, jnp.where(kappa == 0, flip_free, labels_fixed))
+
+
+def linear_classification_objective(
+    eps: float, *, kappa: float = float("inf"), norm: str = "l2", loss: str = "logistic"
+) -> Objective:
+    r""":func:`linear_classification` as an Objective for a binary linear model.
+
+    The parameters must be ``{"w": (d,), "b": ()}`` (score ``x @ w + b``), the batch must
+    hold ``"x"`` and ``"y"`` (labels in {0, 1} or {-1, +1}); ``"mask"`` and ``"weight"``
+    set the nominal weights. The objective uses the parameters directly, not ``loss_fn``.
+
+    Args:
+        eps: Wasserstein radius, ``>= 0``.
+        kappa: label-flip cost in ``[0, inf]``.
+        norm: ``"l1"``, ``"l2"`` or ``"linf"``.
+        loss: ``"logistic"`` or ``"hinge"``.
+
+    Returns:
+        An :class:`~robustlearn.objectives.Objective` with empty state.
+    """
+    _check(eps, kappa, norm, loss)
+
+    def objective_loss(loss_fn, params, batch, state, key):
+        del loss_fn, key
+        weights = batch.get("weight")
+        mask = batch.get("mask")
+        if mask is not None:
+            weights = jnp.where(mask, 1.0 if weights is None else weights, 0.0)
+        value = linear_classification(
+            params["w"], batch["x"], batch["y"], eps, kappa=kappa, norm=norm, loss=loss,
+            intercept=params["b"], weights=weights,
+        )  # fmt: skip
+        return value, (state, {"objective": value})
+
+    return Objective(lambda key: (), objective_loss, f"wasserstein_linear(eps={eps!r}, kappa={kappa!r}, norm={norm!r})")

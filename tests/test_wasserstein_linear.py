@@ -2,6 +2,7 @@
 
 import itertools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -147,3 +148,38 @@ def test_cheap_label_flips_on_well_separated_data(loss):
     lp = primal_lp(theta, x, y, p, eps, kappa, "l2", loss)
     assert lp <= exact + 1e-9
     assert exact - lp <= 1e-7 + 1e-3 * eps * np.linalg.norm(theta)
+
+
+def test_objective_trains_through_the_trainer_and_matches_the_function():
+    import optax
+
+    import robustlearn as rl
+
+    theta, x, _, _ = _instance(7, n=64, d=2)
+    y = np.where(x @ theta > 0, 1, -1)  # labels with signal: the robust optimum is not w = 0
+    objective = wasserstein.linear_classification_objective(0.1, kappa=1.0)
+    params = {"w": jnp.zeros(2), "b": jnp.zeros(())}
+    batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+    value, _ = objective.loss(None, params, batch, (), None)
+    assert float(value) == pytest.approx(float(wasserstein.linear_classification(params["w"], x, y, 0.1, kappa=1.0)))
+
+    def apply(p, x):
+        return x @ p["w"] + p["b"]
+
+    def margin_loss(scores, y):
+        return jnp.logaddexp(0.0, -jnp.where(y > 0, 1.0, -1.0) * scores)
+
+    trainer = rl.train.Trainer(apply, margin_loss, objective, optax.adam(0.05), params=params, verbose=False)
+    history = trainer.fit({"x": x, "y": y}, epochs=50)
+    assert history.rows[-1]["train_objective"] < history.rows[0]["train_objective"]
+    final = float(
+        wasserstein.linear_classification(trainer.params["w"], x, y, 0.1, kappa=1.0, intercept=trainer.params["b"])
+    )
+    assert final == pytest.approx(history.rows[-1]["train_objective"], rel=0.05)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
+def test_gradient_is_finite_at_zero_weights(norm):
+    _, x, y, _ = _instance(8)
+    grad = jax.grad(lambda t: wasserstein.linear_classification(t, x, y, 0.1, norm=norm))(jnp.zeros(x.shape[1]))
+    assert np.all(np.isfinite(grad))
