@@ -21,8 +21,11 @@ gradient in :math:`\theta` is :math:`E[\nabla_\theta \ell(\theta; z^\star, y)]`
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robustlearn import _checks, _reductions
 from robustlearn._objectives import Batch, LossFn, Objective
@@ -38,7 +41,7 @@ def _validate(gamma, steps, step_size):
 
 def wrm_perturb(
     loss_fn: LossFn,
-    params,
+    params: Any,
     batch: Batch,
     gamma: float,
     *,
@@ -135,7 +138,7 @@ def wrm(gamma: float, *, steps: int = 15, step_size: float | None = None, input_
     return Objective(lambda key: (), loss, f"wrm(gamma={gamma!r}, steps={steps})")
 
 
-def wrm_certificate(surrogate_mean, gamma: float, rho) -> jax.Array:
+def wrm_certificate(surrogate_mean: ArrayLike, gamma: float, rho: ArrayLike) -> jax.Array:
     r"""Upper bound :math:`\gamma\rho + E[\phi_\gamma]` on the worst-case risk at radius ``rho``.
 
     Valid for every :math:`\rho \ge 0` (weak duality) provided ``surrogate_mean`` is the
