@@ -1,5 +1,6 @@
 """Wasserstein distributionally robust objectives."""
 
+from robustlearn._sinkhorn import sample_cloud_dual, sinkhorn
 from robustlearn._wasserstein_linear import dual_norm, linear_classification, linear_classification_objective
 from robustlearn._wrm import wrm, wrm_certificate, wrm_perturb
 
@@ -7,6 +8,8 @@ __all__ = [
     "dual_norm",
     "linear_classification",
     "linear_classification_objective",
+    "sample_cloud_dual",
+    "sinkhorn",
     "wrm",
     "wrm_certificate",
     "wrm_perturb",
