@@ -1,4 +1,4 @@
-"""Step time of the Wasserstein objectives over ERM, for an MLP and a linear model.
+"""Step time of the Wasserstein objectives (WRM, Sinkhorn, exact linear) over ERM.
 
     python -m benchmarks.perf_wasserstein [--batch 1024] [--repeats 20]
 
@@ -81,6 +81,9 @@ def main(argv=None):
     for steps in (1, 5, 15):
         t = step_time(wasserstein.wrm(1.0, steps=steps), mlp_loss, params, batch, args.repeats)
         print(f"| wrm(gamma=1, steps={steps}) | {1e3 * t:.3g} | {t / base:.2f} | {t / base / steps:.2f} |")
+    for samples in (8, 32):
+        t = step_time(wasserstein.sinkhorn(0.1, 0.05, num_samples=samples), mlp_loss, params, batch, args.repeats)
+        print(f"| sinkhorn(radius=0.1, eps=0.05, num_samples={samples}) | {1e3 * t:.3g} | {t / base:.2f} | |")
 
     lin = {"w": jnp.zeros(args.dim), "b": jnp.zeros(())}
     sign = jnp.where(y > 0, 1.0, -1.0)

@@ -39,7 +39,9 @@ from robustlearn._objectives import Objective
 from robustlearn._rootfind import increasing_root
 
 
-def sample_cloud_dual(losses: ArrayLike, budget: ArrayLike, weights: ArrayLike | None = None):
+def sample_cloud_dual(
+    losses: ArrayLike, budget: ArrayLike, weights: ArrayLike | None = None
+) -> tuple[jax.Array, jax.Array]:
     r"""Solves :math:`\sup_w \sum_i p_i \sum_j w_{ij}\ell_{ij}` s.t. :math:`\sum_i p_i KL(w_i\|u) \le` ``budget``.
 
     Args:
