@@ -36,23 +36,40 @@ _MARGIN_LOSSES = {
     "logistic": lambda z: jax.nn.softplus(-z),
     "hinge": lambda z: jnp.maximum(1 - z, 0),
 }
-_NORMS = {"l1": 1.0, "l2": 2.0, "linf": jnp.inf}
+_NORMS = {"l1": 1.0, "l2": 2.0, "linf": float("inf")}
 
 
-def dual_norm(theta: jax.Array, norm: str) -> jax.Array:
-    """The dual norm of ``theta`` for the feature norm ``norm`` ('l1', 'l2', 'linf')."""
-    if norm == "l1":
+def _norm_order(norm) -> float:
+    """'l1' | 'l2' | 'linf' | a number p >= 1 -> the order p of the feature norm."""
+    if isinstance(norm, str):
+        if norm not in _NORMS:
+            raise ValueError(f"`norm` must be one of {sorted(_NORMS)} or a number p >= 1; got {norm!r}.")
+        return _NORMS[norm]
+    if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not norm >= 1:
+        raise ValueError(f"`norm` must be one of {sorted(_NORMS)} or a number p >= 1; got {norm!r}.")
+    return float(norm)
+
+
+def dual_norm(theta: jax.Array, norm: str | float) -> jax.Array:
+    """The dual norm of ``theta`` for the feature norm ``norm``: ``||theta||_q``, 1/p + 1/q = 1.
+
+    ``norm`` is ``"l1"``, ``"l2"``, ``"linf"`` or a number ``p >= 1``. The gradient at
+    ``theta = 0`` is 0 (a subgradient).
+    """
+    p = _norm_order(norm)
+    if p == 1.0:
         return jnp.max(jnp.abs(theta))
-    if norm == "l2":
-        # sqrt with a zero subgradient at theta = 0 (jnp.linalg.norm's gradient is NaN there).
-        sq = jnp.sum(theta**2)
-        return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
-    return jnp.sum(jnp.abs(theta))
+    if p == float("inf"):
+        return jnp.sum(jnp.abs(theta))
+    q = p / (p - 1.0)
+    # |theta|^q summed, then the q-th root, with a zero subgradient at theta = 0
+    # (the gradient of a root is NaN there).
+    total = jnp.sum(jnp.abs(theta) ** q)
+    return jnp.where(total > 0, jnp.where(total > 0, total, 1.0) ** (1.0 / q), 0.0)
 
 
 def _check(eps, kappa, norm, loss):
-    if norm not in _NORMS:
-        raise ValueError(f"`norm` must be one of {sorted(_NORMS)}; got {norm!r}.")
+    _norm_order(norm)
     if loss not in _MARGIN_LOSSES:
         raise ValueError(f"`loss` must be one of {sorted(_MARGIN_LOSSES)}; got {loss!r}.")
     eps, eps_ok = _checks.scalar("eps", eps, low=0.0)
@@ -88,7 +105,8 @@ def linear_classification(
         y: labels in {-1, +1} (or {0, 1}, mapped to {-1, +1}), shape ``(n,)``.
         eps: radius :math:`\varepsilon \ge 0` of the Wasserstein-1 ball.
         kappa: cost of flipping a label, in ``[0, inf]``; ``inf`` keeps labels fixed.
-        norm: feature norm of the transport cost: ``"l1"``, ``"l2"`` or ``"linf"``.
+        norm: feature norm of the transport cost: ``"l1"``, ``"l2"``, ``"linf"`` or a
+            number ``p >= 1``.
         loss: ``"logistic"`` or ``"hinge"``.
         intercept: the bias :math:`b`, a scalar.
         weights: optional nominal weights of the examples, shape ``(n,)``.
@@ -157,6 +175,82 @@ def _solve(loss_fn, margin, p, lam0, eps, kappa):
     flip_free = lam0 * eps + jnp.sum(p * jnp.maximum(keep, flip))  # kappa = 0
     labels_fixed = base + lam0 * eps  # kappa = inf
     return jnp.where(finite, base + safe_kappa * g, jnp.where(kappa == 0, flip_free, labels_fixed))
+
+
+def linear_regression(
+    theta: ArrayLike,
+    x: ArrayLike,
+    y: ArrayLike,
+    eps: float,
+    *,
+    norm: str | float = "l2",
+    loss: str = "absolute",
+    delta: float = 1.0,
+    intercept: ArrayLike = 0.0,
+    weights: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Worst-case expected loss of a linear regressor over a Wasserstein-1 ball of features.
+
+        .. math::
+
+            \sup_{W(Q,\hat P)\learepsilon} E_Qig[L(y - \langle	heta, x
+    angle - b)ig]
+            = \sum_i p_i L(r_i) + arepsilon\, \mathrm{lip}(L)\, \|	heta\|_*
+
+        for the cost :math:`\|x - x'\|` with targets fixed, and a convex loss of the residual
+        whose slope tends to its Lipschitz constant: ``"absolute"`` :math:`|r|` (lip 1) and
+        ``"huber"`` (:math:`r^2/2` for :math:`|r|\le\delta`, :math:`\delta(|r| - \delta/2)`
+        beyond; lip :math:`\delta`). Letting the targets move at a finite cost would make the
+        worst case unbounded for these losses, so targets never move.
+
+        Args:
+            theta: weights, shape ``(d,)``.
+            x: features, shape ``(n, d)``.
+            y: targets, shape ``(n,)``.
+            eps: radius :math:`arepsilon \ge 0`.
+            norm: feature norm: ``"l1"``, ``"l2"``, ``"linf"`` or a number ``p >= 1``.
+            loss: ``"absolute"`` or ``"huber"``.
+            delta: Huber threshold, ``> 0``.
+            intercept: the bias :math:`b`, a scalar (not perturbed).
+            weights: optional nominal weights of the examples, shape ``(n,)``.
+
+        Returns:
+            Scalar: the exact worst-case expected loss.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> from robustlearn import wasserstein
+            >>> theta = jnp.array([3.0, 4.0]); x = jnp.zeros((2, 2)); y = jnp.array([1.0, -1.0])
+            >>> float(wasserstein.linear_regression(theta, x, y, 0.1))  # 1 + 0.1 * 5
+            1.5
+
+        References:
+            Shafieezadeh-Abadeh, Kuhn & Mohajerin Esfahani, *Regularization via mass
+            transportation*, JMLR 2019 (Theorem 10).
+    """
+    _norm_order(norm)
+    if loss not in ("absolute", "huber"):
+        raise ValueError(f"`loss` must be one of ['absolute', 'huber']; got {loss!r}.")
+    eps, ok = _checks.scalar("eps", eps, low=0.0)
+    delta, delta_ok = _checks.scalar("delta", delta, low=0.0, low_open=True)
+    theta, x, y = jnp.asarray(theta), jnp.asarray(x), jnp.asarray(y)
+    if theta.ndim != 1 or x.ndim != 2 or x.shape[1] != theta.shape[0] or y.shape != (x.shape[0],):
+        raise ValueError(f"expected theta (d,), x (n, d), y (n,); got {theta.shape}, {x.shape}, {y.shape}.")
+    dtype = jnp.promote_types(jnp.result_type(theta, x, y), jnp.float32)
+    p = jnp.full(y.shape, 1.0 / y.shape[0], dtype)
+    if weights is not None:
+        w, w_ok = _checks.weights(weights, y.shape, 0)
+        p = w.astype(dtype) / jnp.sum(w)
+        ok = ok & w_ok
+    residual = y.astype(dtype) - x.astype(dtype) @ theta.astype(dtype) - jnp.asarray(intercept, dtype)
+    delta = delta.astype(dtype)
+    if loss == "absolute":
+        per_example, lip = jnp.abs(residual), 1.0
+    else:
+        a = jnp.abs(residual)
+        per_example, lip = jnp.where(a <= delta, 0.5 * a**2, delta * (a - 0.5 * delta)), delta
+    value = jnp.sum(p * per_example) + eps.astype(dtype) * lip * dual_norm(theta.astype(dtype), norm)
+    return jnp.where(ok & delta_ok, value, jnp.nan)
 
 
 def linear_classification_objective(

@@ -12,7 +12,12 @@ from scipy import optimize
 from robustlearn import wasserstein
 
 LOSSES = {"logistic": lambda z: np.logaddexp(0, -z), "hinge": lambda z: np.maximum(1 - z, 0)}
-DUAL = {"l1": lambda t: np.max(np.abs(t)), "l2": np.linalg.norm, "linf": lambda t: np.sum(np.abs(t))}
+DUAL = {
+    "l1": lambda t: np.max(np.abs(t)),
+    "l2": np.linalg.norm,
+    "linf": lambda t: np.sum(np.abs(t)),
+    3.0: lambda t: np.linalg.norm(t, ord=1.5),
+}
 
 
 def _steepest(theta, norm):
@@ -22,7 +27,11 @@ def _steepest(theta, norm):
     if norm == "l1":
         j = np.argmax(np.abs(theta))
         return np.eye(len(theta))[j] * np.sign(theta[j])
-    return np.sign(theta)
+    if norm == "linf":
+        return np.sign(theta)
+    q = norm / (norm - 1)  # general p-norm: Hoelder's equality case
+    v = np.sign(theta) * np.abs(theta) ** (q - 1)
+    return v / np.linalg.norm(v, ord=norm)
 
 
 def _instance(seed, n=5, d=3):
@@ -56,7 +65,9 @@ def primal_lp(theta, x, y, p, eps, kappa, norm, loss):
 
 
 CONFIGS = list(
-    itertools.product([0, 1], ["l1", "l2", "linf"], [0.5, 2.0, np.inf, 0.0], ["hinge", "logistic"], [0.05, 0.4, 1.0])
+    itertools.product(
+        [0, 1], ["l1", "l2", "linf", 3.0], [0.5, 2.0, np.inf, 0.0], ["hinge", "logistic"], [0.05, 0.4, 1.0]
+    )
 )
 
 
@@ -72,7 +83,7 @@ def test_exact_value_matches_the_primal_linear_program(seed, norm, kappa, loss, 
     assert exact - lp <= tol, (exact, lp)
 
 
-@pytest.mark.parametrize("norm", ["l1", "l2", "linf"])
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf", 3.0])
 @pytest.mark.parametrize("loss", ["hinge", "logistic"])
 def test_labels_fixed_is_erm_plus_dual_norm(norm, loss):
     theta, x, y, p = _instance(3)
@@ -124,6 +135,7 @@ def test_gradient_matches_finite_differences():
         ({"eps": -0.1}, r"`eps` must be in \[0, inf\)"),
         ({"kappa": -1.0}, r"`kappa` must be in \[0, inf\]"),
         ({"norm": "l3"}, "`norm` must be one of"),
+        ({"norm": 0.5}, "`norm` must be one of"),
         ({"loss": "squared"}, "`loss` must be one of"),
     ],
 )
@@ -183,3 +195,52 @@ def test_gradient_is_finite_at_zero_weights(norm):
     _, x, y, _ = _instance(8)
     grad = jax.grad(lambda t: wasserstein.linear_classification(t, x, y, 0.1, norm=norm))(jnp.zeros(x.shape[1]))
     assert np.all(np.isfinite(grad))
+
+
+HUBER = 0.7
+REG_LOSSES = {
+    "absolute": (np.abs, 1.0),
+    "huber": (lambda r: np.where(np.abs(r) <= HUBER, 0.5 * r**2, HUBER * (np.abs(r) - 0.5 * HUBER)), HUBER),
+}
+
+
+def regression_lp(theta, x, y, p, eps, norm, loss):
+    """max over plans moving each x along +-v (targets fixed)."""
+    v = _steepest(theta, norm)
+    grid = np.concatenate([np.linspace(0, 5, 201), np.geomspace(5.5, 1e4, 80)])
+    rows, gains, costs = [], [], []
+    for i in range(len(y)):
+        for direction in (1.0, -1.0):
+            for s in grid:
+                rows.append(i)
+                gains.append(REG_LOSSES[loss][0](y[i] - (x[i] + direction * s * v) @ theta))
+                costs.append(s)
+    rows, gains, costs = np.asarray(rows), np.asarray(gains), np.asarray(costs)
+    a_eq = (rows[None, :] == np.arange(len(y))[:, None]).astype(float)
+    res = optimize.linprog(-gains, A_ub=costs[None, :], b_ub=[eps], A_eq=a_eq, b_eq=p, bounds=(0, None), method="highs")
+    assert res.status == 0, res.message
+    return -res.fun
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "linf", 3.0])
+@pytest.mark.parametrize("loss", ["absolute", "huber"])
+@pytest.mark.parametrize("eps", [0.05, 0.5])
+def test_regression_matches_the_primal_linear_program(norm, loss, eps):
+    theta, x, _, p = _instance(9)
+    y = x @ theta + np.random.default_rng(9).normal(size=len(p))
+    exact = float(wasserstein.linear_regression(theta, x, y, eps, norm=norm, loss=loss, delta=HUBER, weights=p))
+    expected = np.sum(p * REG_LOSSES[loss][0](y - x @ theta)) + eps * REG_LOSSES[loss][1] * DUAL[norm](theta)
+    assert exact == pytest.approx(expected, rel=1e-12)
+    lp = regression_lp(theta, x, y, p, eps, norm, loss)
+    assert lp <= exact + 1e-9
+    assert exact - lp <= 1e-7 + 1e-3 * eps * DUAL[norm](theta)
+
+
+def test_regression_bad_arguments():
+    theta, x, y, _ = _instance(0)
+    with pytest.raises(ValueError, match="`loss` must be one of"):
+        wasserstein.linear_regression(theta, x, y.astype(float), 0.1, loss="squared")
+    with pytest.raises(ValueError, match=r"`delta` must be in \(0, inf\)"):
+        wasserstein.linear_regression(theta, x, y.astype(float), 0.1, loss="huber", delta=0.0)
+    with pytest.raises(ValueError, match=r"`eps` must be in \[0, inf\)"):
+        wasserstein.linear_regression(theta, x, y.astype(float), -1.0)
