@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import robustlearn as rl
+from benchmarks._timing import median_seconds
 
 REDUCTIONS = {
     "erm": lambda x: rl.erm(x),
@@ -34,13 +33,7 @@ REDUCTIONS = {
 
 
 def median_time(fn, x, repeats: int) -> float:
-    jax.block_until_ready(fn(x))  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(x))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(lambda: fn(x), repeats)
 
 
 def main(argv=None):

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks._timing import median_seconds
 from robustlearn import objectives, wasserstein
 
 
@@ -48,13 +47,7 @@ def step_time(objective, loss_fn, params, batch, repeats):
 
     state = opt.init(params)
     key = jax.random.PRNGKey(0)
-    jax.block_until_ready(step(params, state, key))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(step(params, state, key))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(lambda: step(params, state, key), repeats)
 
 
 def main(argv=None):
