@@ -54,7 +54,7 @@ def train(reduce, x, y, steps: int):
     opt = optax.adam(0.05)
 
     def loss(params):
-        logits = x @ params["w"] + params["b"]
+        logits = x @ params["w"] + params["b"][None, :]
         return reduce(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
     @jax.jit
@@ -70,7 +70,7 @@ def train(reduce, x, y, steps: int):
 
 
 def evaluate(params, x, y, group):
-    pred = np.asarray(jnp.argmax(x @ params["w"] + params["b"], axis=-1))
+    pred = np.asarray(jnp.argmax(x @ params["w"] + params["b"][None, :], axis=-1))
     correct = pred == y
     per_group = [correct[group == g].mean() for g in (0, 1)]
     return correct.mean(), min(per_group)
