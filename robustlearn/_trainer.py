@@ -322,9 +322,13 @@ class Trainer:
 
     def metric_names(self, train, val=None) -> list[str]:
         """The metric names that ``fit(train, val)`` records (valid ``monitor`` values)."""
+        classifier = val is not None and _check_labels(val["y"], self._out_shape(val), "val")
+        return self._metric_names(val, classifier)
+
+    @staticmethod
+    def _metric_names(val, classifier: bool) -> list[str]:
         names = ["train_objective", "train_mean_loss"]
         if val is not None:
-            classifier = _check_labels(val["y"], self._out_shape(val), "val")
             names += ["val_loss", "val_objective"]
             names += ["val_accuracy"] if classifier else []
             if "group" in val:
@@ -354,11 +358,12 @@ class Trainer:
         if out.shape != (k,):
             raise ValueError(f"`loss(outputs, y)` must return one loss per example, shape (n,); got {out.shape}.")
         _check_labels(train["y"], self._out_shape(train), "train")
-        names = self.metric_names(train, val)
+        classifier = val is not None and _check_labels(val["y"], self._out_shape(val), "val")
+        names = self._metric_names(val, classifier)
         monitor = self.monitor or ("val_loss" if val is not None else "train_objective")
         if monitor not in names:
             raise ValueError(f"unknown `monitor` metric {monitor!r}; available: {names}.")
-        return n, batch_size, monitor
+        return n, batch_size, monitor, classifier
 
     def fit(self, train: dict, val: dict | None = None, *, epochs: int = 10, resume: bool = False) -> History:
         """Trains for ``epochs`` epochs (counting those of a resumed checkpoint).
@@ -378,7 +383,7 @@ class Trainer:
                 trainer then holds the last finite state and the checkpoint of the last
                 completed epoch is left as it was.
         """
-        n, batch_size, monitor = self._validate(train, val, epochs)
+        n, batch_size, monitor, classifier = self._validate(train, val, epochs)
         maximize = any(monitor.endswith(m) for m in _MAXIMIZE)
         base_key = jax.random.PRNGKey(self.seed)
         params = self._replicated(self.init_params)
@@ -398,7 +403,6 @@ class Trainer:
 
         data = self._replicated(jax.tree.map(jnp.asarray, train))
         val_data = None if val is None else self._replicated(jax.tree.map(jnp.asarray, val))
-        classifier = val is not None and _check_labels(val["y"], self._out_shape(val), "val")
         num_groups = int(np.max(val["group"])) + 1 if val is not None and "group" in val else 0
         epoch_fn = self._epoch_fn(n, batch_size)
         eval_fn = self._eval_fn(classifier, num_groups) if val is not None else None

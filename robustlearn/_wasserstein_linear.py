@@ -77,6 +77,21 @@ def _check(eps, kappa, norm, loss):
     return eps, kappa, eps_ok & kappa_ok
 
 
+def _linear_inputs(theta, x, y, weights, *, y_is_real: bool):
+    """Checks shapes and returns ``(theta, x, y, p, ok, dtype)`` with nominal ``p``."""
+    theta, x, y = jnp.asarray(theta), jnp.asarray(x), jnp.asarray(y)
+    if theta.ndim != 1 or x.ndim != 2 or x.shape[1] != theta.shape[0] or y.shape != (x.shape[0],):
+        raise ValueError(f"expected theta (d,), x (n, d), y (n,); got {theta.shape}, {x.shape}, {y.shape}.")
+    arrays = (theta, x, y) if y_is_real else (theta, x)
+    dtype = jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
+    if weights is None:
+        p, ok = jnp.full(y.shape, 1.0 / y.shape[0], dtype), jnp.asarray(True)
+    else:
+        w, ok = _checks.weights(weights, y.shape, 0)
+        p = w.astype(dtype) / jnp.sum(w)
+    return theta.astype(dtype), x.astype(dtype), y, p, ok, dtype
+
+
 def linear_classification(
     theta: ArrayLike,
     x: ArrayLike,
@@ -129,23 +144,11 @@ def linear_classification(
         optimization with Wasserstein distance*, 2016.
     """
     eps, kappa, ok = _check(eps, kappa, norm, loss)
-    theta = jnp.asarray(theta)
-    x = jnp.asarray(x)
-    y = jnp.asarray(y)
-    if theta.ndim != 1 or x.ndim != 2 or x.shape[1] != theta.shape[0] or y.shape != (x.shape[0],):
-        raise ValueError(f"expected theta (d,), x (n, d), y (n,); got {theta.shape}, {x.shape}, {y.shape}.")
-    dtype = jnp.promote_types(jnp.result_type(theta, x), jnp.float32)
+    theta, x, y, p, w_ok, dtype = _linear_inputs(theta, x, y, weights, y_is_real=False)
     sign = jnp.where(y > 0, 1.0, -1.0).astype(dtype)
-    if weights is None:
-        p = jnp.full(y.shape, 1.0 / y.shape[0], dtype)
-    else:
-        w, w_ok = _checks.weights(weights, y.shape, 0)
-        p = w.astype(dtype) / jnp.sum(w)
-        ok = ok & w_ok
-    margin = sign * (x.astype(dtype) @ theta.astype(dtype) + jnp.asarray(intercept, dtype))
-    lam0 = dual_norm(theta.astype(dtype), norm)
-    value = _solve(_MARGIN_LOSSES[loss], margin, p, lam0, eps.astype(dtype), kappa.astype(dtype))
-    return jnp.where(ok, value, jnp.nan)
+    margin = sign * (x @ theta + jnp.asarray(intercept, dtype))
+    value = _solve(_MARGIN_LOSSES[loss], margin, p, dual_norm(theta, norm), eps.astype(dtype), kappa.astype(dtype))
+    return jnp.where(ok & w_ok, value, jnp.nan)
 
 
 def _solve(loss_fn, margin, p, lam0, eps, kappa):
@@ -233,23 +236,16 @@ def linear_regression(
         raise ValueError(f"`loss` must be one of ['absolute', 'huber']; got {loss!r}.")
     eps, ok = _checks.scalar("eps", eps, low=0.0)
     delta, delta_ok = _checks.scalar("delta", delta, low=0.0, low_open=True)
-    theta, x, y = jnp.asarray(theta), jnp.asarray(x), jnp.asarray(y)
-    if theta.ndim != 1 or x.ndim != 2 or x.shape[1] != theta.shape[0] or y.shape != (x.shape[0],):
-        raise ValueError(f"expected theta (d,), x (n, d), y (n,); got {theta.shape}, {x.shape}, {y.shape}.")
-    dtype = jnp.promote_types(jnp.result_type(theta, x, y), jnp.float32)
-    p = jnp.full(y.shape, 1.0 / y.shape[0], dtype)
-    if weights is not None:
-        w, w_ok = _checks.weights(weights, y.shape, 0)
-        p = w.astype(dtype) / jnp.sum(w)
-        ok = ok & w_ok
-    residual = y.astype(dtype) - x.astype(dtype) @ theta.astype(dtype) - jnp.asarray(intercept, dtype)
+    theta, x, y, p, w_ok, dtype = _linear_inputs(theta, x, y, weights, y_is_real=True)
+    ok = ok & w_ok
+    residual = y.astype(dtype) - x @ theta - jnp.asarray(intercept, dtype)
     delta = delta.astype(dtype)
     if loss == "absolute":
         per_example, lip = jnp.abs(residual), 1.0
     else:
         a = jnp.abs(residual)
         per_example, lip = jnp.where(a <= delta, 0.5 * a**2, delta * (a - 0.5 * delta)), delta
-    value = jnp.sum(p * per_example) + eps.astype(dtype) * lip * dual_norm(theta.astype(dtype), norm)
+    value = jnp.sum(p * per_example) + eps.astype(dtype) * lip * dual_norm(theta, norm)
     return jnp.where(ok & delta_ok, value, jnp.nan)
 
 
