@@ -40,12 +40,16 @@ class Objective(NamedTuple):
         name: a short human-readable description, e.g. ``"cvar(alpha=0.1)"``.
         spec: ``(reduction, hyperparameters)`` for objectives built by
             :func:`from_reduction` (solvers that exploit the structure read it), else None.
+        check: optional ``check(data)`` that validates a whole concrete dataset (e.g.
+            group ids in range) and raises ``ValueError``/``TypeError``; the trainer calls
+            it once per ``fit``, before compiling.
     """
 
     init: Callable[[jax.Array], Any]
     loss: Callable[..., tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
     name: str
     spec: tuple | None = None
+    check: Callable[[dict], None] | None = None
 
 
 def _stateless_init(key):
@@ -175,3 +179,50 @@ def kl_penalty(lam: float) -> Objective:
         An :class:`Objective` (see :func:`from_reduction`).
     """
     return from_reduction(_reductions.kl_penalty, f"kl_penalty(lam={lam!r})", lam=lam)
+
+
+def importance_weighted(*, self_normalize: bool = True) -> Objective:
+    r"""Importance-weighted ERM over the batch's ``"weight"`` column.
+
+    .. math::
+
+        \text{self-normalized:}\quad \frac{\sum_i w_i \ell_i}{\sum_i w_i}, \qquad
+        \text{plain:}\quad \frac{1}{n}\sum_i w_i \ell_i,
+
+    sums over the unmasked examples of the batch. The plain form is unbiased for the
+    target risk when :math:`\mathbb{E}_{\rm syn}[w] = 1` (normalize the weights to mean 1,
+    as :func:`robustlearn.importance.transform_weights` does); the self-normalized form
+    is consistent without knowing the normalizer and has lower variance, at an
+    :math:`O(1/n)` bias per batch. Any robust objective also reads ``"weight"`` as its
+    nominal distribution (DRO around the reweighted data).
+
+    Args:
+        self_normalize: divide by the batch's total weight (True) or by its size.
+
+    Returns:
+        An :class:`Objective` with empty state; it requires ``"weight"`` in the batch.
+    """
+    if not isinstance(self_normalize, bool):
+        raise TypeError(f"`self_normalize` must be a bool; got {self_normalize!r}.")
+
+    def check(data):
+        if "weight" not in data:
+            raise ValueError(
+                f"importance_weighted() needs per-example weights under 'weight'; got keys {sorted(data)}."
+            )
+
+    def loss(loss_fn, params, batch, state, key):
+        del key
+        check(batch)
+        losses = loss_fn(params, batch)
+        mask = batch.get("mask")
+        if self_normalize:
+            value = _reductions.erm(losses, weights=batch["weight"], where=mask)
+        else:
+            live = jnp.ones(losses.shape, bool) if mask is None else mask
+            w = jnp.asarray(batch["weight"], losses.dtype)
+            value = jnp.sum(jnp.where(live, w * losses, 0)) / jnp.maximum(jnp.sum(live), 1)
+        metrics = {"objective": value, "mean_loss": _reductions.erm(losses, where=mask)}
+        return value, (state, metrics)
+
+    return Objective(_stateless_init, loss, f"importance_weighted(self_normalize={self_normalize})", None, check)

@@ -114,6 +114,10 @@ def _leading(data: dict, name: str) -> int:
         raise TypeError(f"`{name}['group']` must hold integer group ids.")
     if "group" in data and np.min(data["group"]) < 0:
         raise ValueError(f"`{name}['group']` must be non-negative group ids.")
+    if "weight" in data:
+        w = np.asarray(data["weight"])
+        if w.shape != (n,) or not np.issubdtype(w.dtype, np.number) or not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError(f"`{name}['weight']` must be {n} finite non-negative numbers (no NaN/inf).")
     return n
 
 
@@ -343,6 +347,10 @@ class Trainer:
         n = _leading(train, "train")
         if val is not None:
             _leading(val, "val")
+        if self.objective.check is not None:
+            self.objective.check(train)
+            if val is not None:
+                self.objective.check(val)
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"`epochs` must be a positive int; got {epochs!r}.")
         batch_size = n if self.batch_size is None else self.batch_size

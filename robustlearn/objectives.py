@@ -1,5 +1,6 @@
-"""Training objectives: the interface the trainer speaks, and factories for each reduction."""
+"""Training objectives: the interface the trainer speaks, factories for each reduction, group DRO."""
 
+from robustlearn._group_dro import GroupDROState, group_dro, worst_group
 from robustlearn._objectives import (
     Batch,
     LossFn,
@@ -10,6 +11,7 @@ from robustlearn._objectives import (
     cvar,
     erm,
     from_reduction,
+    importance_weighted,
     kl,
     kl_penalty,
 )
@@ -24,6 +26,10 @@ __all__ = [
     "cvar",
     "erm",
     "from_reduction",
+    "group_dro",
+    "GroupDROState",
+    "importance_weighted",
     "kl",
     "kl_penalty",
+    "worst_group",
 ]

@@ -1,0 +1,257 @@
+r"""Group DRO: guard the worst group (or data source) instead of the average.
+
+Two forms of
+
+.. math::
+
+    \min_\theta \max_{g} \ \hat R_g(\theta), \qquad
+    \hat R_g(\theta) = \frac{\sum_{i: g_i = g} p_i \ell_i(\theta)}{\sum_{i: g_i = g} p_i}:
+
+* :func:`worst_group`: the max itself, for full-batch training (a minibatch max is a
+  biased, noisy estimate of the population max).
+* :func:`group_dro`: the online algorithm of Sagawa et al. (2020) for minibatches: group
+  weights :math:`q` on the simplex follow exponentiated-gradient ascent on the
+  (adjusted) group losses, and the model descends :math:`\sum_g q_g \hat R_g`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from robustlearn import _checks, _reductions
+from robustlearn._objectives import Objective
+
+
+def group_means(
+    losses: ArrayLike,
+    groups: ArrayLike,
+    num_groups: int,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    r"""Per-group weighted mean losses.
+
+    .. math::
+
+        \hat R_g = \frac{\sum_{i} p_i [g_i = g]\, \ell_i}{\sum_i p_i [g_i = g]}, \qquad
+        m_g = \sum_i p_i [g_i = g]
+
+    with :math:`p` the (unnormalized) nominal weights, zero where masked.
+
+    Args:
+        losses: per-example losses, shape ``(n,)``.
+        groups: integer group ids, shape ``(n,)``; ids outside ``[0, num_groups)`` count
+            in no group.
+        num_groups: number of groups ``G``.
+        weights: optional nominal weights, shape ``(n,)``.
+        where: optional boolean mask, shape ``(n,)``.
+
+    Returns:
+        ``(means, mass)``, each of shape ``(G,)``; ``means`` is 0 for groups with no mass.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> means, mass = group_means(jnp.array([1.0, 3.0, 5.0]), jnp.array([0, 0, 1]), 3)
+        >>> means.tolist(), mass.tolist()
+        ([2.0, 5.0, 0.0], [2.0, 1.0, 0.0])
+    """
+    losses = _checks.as_float_losses(losses)
+    p = jnp.ones_like(losses) if weights is None else jnp.asarray(weights, losses.dtype)
+    if where is not None:
+        p = jnp.where(where, p, 0)
+    onehot = jax.nn.one_hot(groups, num_groups, dtype=losses.dtype)  # out-of-range ids: all zeros
+    mass = p @ onehot
+    total = (p * jnp.where(p > 0, losses, 0)) @ onehot
+    means = jnp.where(mass > 0, total / jnp.where(mass > 0, mass, 1), 0)
+    return means, mass
+
+
+def _check_num_groups(num_groups) -> int:
+    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)) or num_groups < 1:
+        raise ValueError(f"`num_groups` must be a positive int; got {num_groups!r}.")
+    return int(num_groups)
+
+
+def _group_checker(key: str, num_groups: int):
+    def check(data: dict) -> None:
+        if key not in data:
+            raise ValueError(f"this objective needs group ids in the batch under {key!r}; got keys {sorted(data)}.")
+        g = np.asarray(data[key])
+        if not np.issubdtype(g.dtype, np.integer):
+            raise TypeError(f"`{key}` must hold integer ids; got dtype {g.dtype}.")
+        if g.size and (g.min() < 0 or g.max() >= num_groups):
+            raise ValueError(f"`{key}` ids must be in [0, {num_groups - 1}]; got range [{g.min()}, {g.max()}].")
+
+    return check
+
+
+def _groups_of(batch, key: str, num_groups: int, check):
+    if key not in batch:
+        raise ValueError(f"this objective needs group ids in the batch under {key!r}; got keys {sorted(batch)}.")
+    g = batch[key]
+    if not _checks.is_traced(g):
+        check({key: g})
+    g = jnp.asarray(g)
+    mask = batch.get("mask")
+    live = jnp.ones(g.shape, bool) if mask is None else mask
+    bad = jnp.any(live & ((g < 0) | (g >= num_groups)))  # traced ids: poison the value, never drop them
+    return g, bad
+
+
+class GroupDROState(NamedTuple):
+    """State of :func:`group_dro`: the group weights ``q`` on the simplex, shape ``(G,)``."""
+
+    weights: jax.Array
+
+
+def group_dro(
+    num_groups: int,
+    *,
+    step_size: float = 0.01,
+    adjustment: float = 0.0,
+    group_counts: ArrayLike | None = None,
+    key: str = "group",
+) -> Objective:
+    r"""Online group DRO (Sagawa et al., 2020) as a stateful Objective.
+
+    At every step, with the minibatch group losses :math:`\hat R_g` and the group sizes
+    :math:`n_g` of the training set,
+
+    .. math::
+
+        q_g \leftarrow \frac{q_g \exp\big(\eta\,(\hat R_g + C/\sqrt{n_g})\big)}
+                            {\sum_h q_h \exp\big(\eta\,(\hat R_h + C/\sqrt{n_h})\big)},
+        \qquad
+        \text{value} = \sum_g q_g \big(\hat R_g + C/\sqrt{n_g}\big),
+
+    with :math:`q` held constant in the gradient. Groups absent from the minibatch keep
+    their exponent at 0. :math:`C/\sqrt{n_g}` is the generalization adjustment: small
+    groups overfit, so their training loss understates their test loss.
+
+    The group ids travel in the batch under ``key`` (``"group"``, or ``"source"`` for
+    group DRO over data sources). Ids outside ``[0, num_groups)`` raise ``ValueError``
+    when the data are concrete (the trainer checks the whole training set once via
+    ``Objective.check``) and make the value NaN when traced.
+
+    Args:
+        num_groups: number of groups ``G``.
+        step_size: exponentiated-gradient step :math:`\eta > 0`.
+        adjustment: :math:`C \ge 0`; needs ``group_counts`` when positive.
+        group_counts: training examples per group, shape ``(G,)``, all positive.
+        key: batch key holding the group ids.
+
+    Returns:
+        An :class:`~robustlearn.objectives.Objective` with state :class:`GroupDROState`;
+        metrics ``objective``, ``mean_loss``, ``worst_group_loss`` (of the minibatch)
+        and ``max_group_weight``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> obj = group_dro(2, step_size=1.0)
+        >>> loss_fn = lambda params, batch: batch["x"] * params
+        >>> batch = {"x": jnp.array([0.0, 0.0, 2.0]), "group": jnp.array([0, 0, 1])}
+        >>> value, (state, metrics) = obj.loss(loss_fn, 1.0, batch, obj.init(None), None)
+        >>> [round(float(q), 3) for q in state.weights]  # softmax([0, 2])
+        [0.119, 0.881]
+
+    References:
+        Sagawa, Koh, Hashimoto & Liang, "Distributionally Robust Neural Networks for Group
+        Shifts", ICLR 2020.
+    """
+    num_groups = _check_num_groups(num_groups)
+    _checks.scalar("step_size", step_size, low=0.0, low_open=True)
+    _checks.scalar("adjustment", adjustment, low=0.0)
+    if group_counts is not None:
+        counts = np.asarray(group_counts, dtype=np.float64)
+        if counts.shape != (num_groups,) or not np.all(counts > 0):
+            raise ValueError(f"`group_counts` must be {num_groups} positive counts; got {group_counts!r}.")
+        adj = adjustment / np.sqrt(counts)
+    elif adjustment > 0:
+        raise ValueError("`adjustment` > 0 needs `group_counts` (training examples per group).")
+    else:
+        adj = np.zeros(num_groups)
+    check = _group_checker(key, num_groups)
+
+    def init(rng):
+        del rng
+        return GroupDROState(jnp.full((num_groups,), 1.0 / num_groups, jnp.float32))
+
+    def loss(loss_fn, params, batch, state, rng):
+        del rng
+        losses = loss_fn(params, batch)
+        g, bad = _groups_of(batch, key, num_groups, check)
+        mask = batch.get("mask")
+        means, mass = group_means(losses, g, num_groups, weights=batch.get("weight"), where=mask)
+        present = mass > 0
+        adjusted = means + jnp.asarray(adj, means.dtype)
+        exponent = jnp.where(present, step_size * jax.lax.stop_gradient(adjusted), 0.0)
+        logits = jnp.log(state.weights) + exponent.astype(state.weights.dtype)
+        q = jax.nn.softmax(logits - jnp.max(logits))
+        value = jnp.sum(jax.lax.stop_gradient(q).astype(means.dtype) * jnp.where(present, adjusted, 0))
+        value = jnp.where(bad, jnp.nan, value)
+        metrics = {
+            "objective": value,
+            "mean_loss": _reductions.erm(losses, where=mask),
+            "worst_group_loss": jnp.max(jnp.where(present, means, -jnp.inf)),
+            "max_group_weight": jnp.max(q),
+        }
+        return value, (GroupDROState(q), metrics)
+
+    name = f"group_dro(num_groups={num_groups}, step_size={step_size!r}, adjustment={adjustment!r}, key={key!r})"
+    return Objective(init, loss, name, None, check)
+
+
+def worst_group(num_groups: int, *, key: str = "group") -> Objective:
+    r"""Full-batch group DRO: the largest group mean loss.
+
+    .. math::
+
+        \text{value}(\theta) = \max_{g:\ m_g > 0} \hat R_g(\theta)
+
+    over the groups present in the batch (see :func:`group_means`; 0 when every example
+    is masked). The gradient is that
+    of an arg-max group (a subgradient); use it with full-batch training
+    (``Trainer(batch_size=None)``), where it is the exact minimax objective. For
+    minibatches use :func:`group_dro`.
+
+    Args:
+        num_groups: number of groups ``G``.
+        key: batch key holding the group ids.
+
+    Returns:
+        An :class:`~robustlearn.objectives.Objective` with empty state.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> obj = worst_group(2)
+        >>> loss_fn = lambda params, batch: batch["x"] * params
+        >>> batch = {"x": jnp.array([1.0, 3.0, 2.5]), "group": jnp.array([0, 0, 1])}
+        >>> float(obj.loss(loss_fn, 1.0, batch, (), None)[0])
+        2.5
+    """
+    num_groups = _check_num_groups(num_groups)
+    check = _group_checker(key, num_groups)
+
+    def init(rng):
+        del rng
+        return ()
+
+    def loss(loss_fn, params, batch, state, rng):
+        del rng
+        losses = loss_fn(params, batch)
+        g, bad = _groups_of(batch, key, num_groups, check)
+        mask = batch.get("mask")
+        means, mass = group_means(losses, g, num_groups, weights=batch.get("weight"), where=mask)
+        # All masked: 0, as for every reduction.
+        value = jnp.where(jnp.any(mass > 0), jnp.max(jnp.where(mass > 0, means, -jnp.inf)), 0)
+        value = jnp.where(bad, jnp.nan, value)
+        metrics = {"objective": value, "mean_loss": _reductions.erm(losses, where=mask), "worst_group_loss": value}
+        return value, (state, metrics)
+
+    return Objective(init, loss, f"worst_group(num_groups={num_groups}, key={key!r})", None, check)

@@ -1,0 +1,46 @@
+"""Importance weighting: density ratios between real and synthetic data, weight transforms and
+diagnostics, per-source and per-generation weights.
+
+Weights computed here enter training as the batch's ``"weight"`` column: the nominal
+distribution of every reduction and Objective (see docs/importance.md). Group DRO over
+groups or sources lives in :mod:`robustlearn.objectives` (``group_dro``, ``worst_group``).
+"""
+
+from robustlearn._density_ratio import KLIEP, KMM, ULSIF, ProbabilisticClassifier, RuLSIF, median_distance
+from robustlearn._group_dro import group_means
+from robustlearn._weighting import (
+    ImportanceWeightWarning,
+    MixtureSelection,
+    WeightDiagnostics,
+    clip_mixture,
+    contamination_covariance,
+    effective_sample_size,
+    generation_weights,
+    select_mixture,
+    simplex_grid,
+    source_weights,
+    transform_weights,
+    weight_diagnostics,
+)
+
+__all__ = [
+    "KLIEP",
+    "KMM",
+    "ULSIF",
+    "ImportanceWeightWarning",
+    "MixtureSelection",
+    "ProbabilisticClassifier",
+    "RuLSIF",
+    "WeightDiagnostics",
+    "clip_mixture",
+    "contamination_covariance",
+    "effective_sample_size",
+    "generation_weights",
+    "group_means",
+    "median_distance",
+    "select_mixture",
+    "simplex_grid",
+    "source_weights",
+    "transform_weights",
+    "weight_diagnostics",
+]
