@@ -4,7 +4,7 @@ Replace ``losses.mean()`` by a robust reduction, e.g. ``robustlearn.cvar(losses,
 each reduction has a ``*_weights`` twin that returns the worst-case distribution.
 """
 
-from robustlearn import importance, objectives, train, wasserstein
+from robustlearn import benchmark, importance, objectives, train, wasserstein
 from robustlearn._reductions import (
     chi_square,
     chi_square_penalty,
@@ -25,6 +25,7 @@ from robustlearn._reductions import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "benchmark",
     "importance",
     "objectives",
     "train",
