@@ -178,3 +178,25 @@ def test_fit_linear_rejects_non_binary_logistic_labels():
     x, y = _data()
     with pytest.raises(ValueError, match=r"\{0, 1\}"):
         rl.train.fit_linear(x, y + 1, objectives.erm())
+
+
+def test_fit_linear_reuses_compiled_solver():
+    # Other hyperparameters, l2, tol and data of the same shapes must not recompile.
+    from robustlearn import _linear
+
+    x, y = _data(2)
+    rl.train.fit_linear(x, y, objectives.cvar(0.3), l2=L2)
+    size = _linear._solve._cache_size()
+    rl.train.fit_linear(x + 1.0, y, objectives.cvar(0.5), l2=0.1, tol=1e-6)
+    assert _linear._solve._cache_size() == size
+
+
+@pytest.mark.parametrize("objective", [objectives.cvar(0.3), objectives.kl(0.5)], ids=["cvar", "kl"])
+def test_fit_linear_float32_stops_early_and_matches_float64(objective):
+    # The default tolerance follows the dtype: float32 stages end well before max_iter.
+    x, y = _data(3)
+    sol32 = rl.train.fit_linear(x.astype(np.float32), y.astype(np.float32), objective, l2=L2)
+    sol64 = rl.train.fit_linear(x, y, objective, l2=L2)
+    assert sol32.value.dtype == np.float32
+    assert int(sol32.iterations) < 1000
+    assert float(sol32.value) == pytest.approx(float(sol64.value), rel=1e-4)
