@@ -1,6 +1,20 @@
-"""The README's main command and the benchmark scripts run and print their tables."""
+"""The README's main command and the performance suite run and print their tables (tiny sizes, no timing checks)."""
 
-from benchmarks import perf_reductions, quick_compare
+from benchmarks import quick_compare
+from benchmarks.perf import __main__ as perf_cli
+from benchmarks.perf import p1_linear, p2_minibatch, p3_reductions, p5_devices
+from robustlearn import objectives
+
+
+def _rows(text, header):
+    lines = text.splitlines()
+    start = lines.index(header)
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
 
 
 def test_quick_compare_prints_one_row_per_objective(capsys):
@@ -12,6 +26,51 @@ def test_quick_compare_prints_one_row_per_objective(capsys):
 
 
 def test_perf_reductions_prints_ratios(capsys):
-    perf_reductions.main(["--max-n", "1000", "--repeats", "1"])
+    p3_reductions.main(["--max-n", "1000", "--repeats", "1"])
     out = capsys.readouterr().out
     assert "| 1e+03 |" in out and "Largest ratio:" in out
+
+
+def test_perf_cli_prints_machine_and_part_tables_and_writes_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(p3_reductions, "run", lambda quick: "### P3\n\n| a |\n| --- |\n| 1 |")
+    out_file = tmp_path / "perf.md"
+    report = perf_cli.main(["--part", "p3", "--quick", "--out", str(out_file)])
+    printed = capsys.readouterr().out
+    for text in (report, printed, out_file.read_text()):
+        assert "machine:" in text and "cores; jax" in text and "### P3" in text and "| 1 |" in text
+
+
+def test_perf_cli_rejects_unknown_part():
+    try:
+        perf_cli.main(["--part", "p9"])
+    except SystemExit as e:
+        assert e.code == 2
+    else:
+        raise AssertionError("an unknown part must exit with a usage error")
+
+
+def test_p1_without_dro_times_ours_and_says_dro_is_skipped(monkeypatch):
+    monkeypatch.setattr(p1_linear, "have_dro", lambda: False)
+    text = p1_linear.run(sizes=(200,), names=["wasserstein"])
+    header = next(line for line in text.splitlines() if line.startswith("| problem |"))
+    names = [c.strip() for c in header.strip("|").split("|")]
+    rows = [dict(zip(names, r, strict=True)) for r in _rows(text, header)]
+    assert [r["problem"] for r in rows] == [p1_linear.PROBLEMS["wasserstein"][2]]
+    assert all(r["n"] == "2e+02" and r["dro (s)"] == "not installed" and float(r["objective ours"]) > 0 for r in rows)
+    assert "`dro` is not installed" in text
+
+
+def test_p2_prints_one_row_per_objective_and_skips_dro(monkeypatch):
+    monkeypatch.setattr(p2_minibatch, "OBJECTIVES", {"erm": objectives.erm, "cvar(0.1)": lambda: objectives.cvar(0.1)})
+    monkeypatch.setattr(p2_minibatch.importlib.util, "find_spec", lambda name: None)
+    text = p2_minibatch.run(steps=2, repeats=1)
+    rows = _rows(text, "| objective | step (ms) | / ERM |")
+    assert [r[0] for r in rows] == ["erm", "cvar(0.1)"] and rows[0][2] == "1.000"
+    assert "`dro` is not installed" in text
+
+
+def test_p5_same_result_on_8_simulated_devices():
+    text = p5_devices.run(epochs=1, steps=2, repeats=1)
+    rows = _rows(text, "| setup | step (ms) | / 1 device | max abs diff of final params |")
+    assert [r[0] for r in rows] == ["1 device", "8 simulated devices"]
+    assert float(rows[1][3]) < 1e-4

@@ -1,6 +1,7 @@
 """Time of each reduction against ``jnp.mean`` and one ``jnp.sort`` of the same vector.
 
-    python -m benchmarks.perf_reductions [--min-n 1000] [--max-n 10000000] [--repeats 5]
+    python -m benchmarks.perf --part p3 [--quick]
+    python -m benchmarks.perf.p3_reductions [--min-n 1000] [--max-n 10000000] [--repeats 5]
 
 Every function is jitted and warmed up, then timed as the median of ``--repeats`` runs
 (``block_until_ready``). The table reports the sort and mean times in milliseconds and,
@@ -12,6 +13,8 @@ one run on one machine; the goal is every ratio at most 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import platform
 
 import jax
@@ -69,6 +72,15 @@ def main(argv=None):
         print("| " + " | ".join(cells) + " |", flush=True)
     print("\nEach reduction cell: time / sort time, for value / value and gradient.")
     print(f"Largest ratio: {worst:.2f} (goal: at most 2).")
+
+
+def run(quick: bool = False) -> str:
+    """The table as text: n up to 1e7, or 1e5 with ``quick``."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print("### P3: reductions against one jnp.sort\n")
+        main(["--max-n", "100000" if quick else "10000000"])
+    return out.getvalue().rstrip()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Step time of the Wasserstein objectives (WRM, Sinkhorn, exact linear) over ERM.
 
-    python -m benchmarks.perf_wasserstein [--batch 1024] [--repeats 20]
+    python -m benchmarks.perf --part p4 [--quick]
+    python -m benchmarks.perf.p4_wasserstein [--batch 1024] [--repeats 20]
 
 One jitted training step (value, gradient, Adam update) per objective, timed as the
 median of ``--repeats`` runs after warm-up. WRM's cost grows with its inner ascent
@@ -11,6 +12,8 @@ from one run on one machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import platform
 
 import jax
@@ -92,6 +95,15 @@ def main(argv=None):
     print("| --- | --- | --- |")
     print(f"| erm() | {1e3 * base_lin:.3g} | 1.00 |")
     print(f"| wasserstein_linear(eps=0.1, kappa=1) | {1e3 * t_lin:.3g} | {t_lin / base_lin:.2f} |")
+
+
+def run(quick: bool = False) -> str:
+    """The tables as text (5 timing repeats with ``quick``, else 20)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print("### P4: Wasserstein objectives' step time over ERM\n")
+        main(["--repeats", "5" if quick else "20"])
+    return out.getvalue().rstrip()
 
 
 if __name__ == "__main__":

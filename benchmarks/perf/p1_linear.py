@@ -1,0 +1,229 @@
+"""P1: full-batch linear DRO (logistic regression), ours against PyPI ``dro`` (cvxpy).
+
+    python -m benchmarks.perf --part p1 [--quick]
+
+For each objective and n, both libraries solve the same problem on the same data
+(d = 20, no ridge, an intercept, labels {0, 1} for ours and {-1, +1} for ``dro``). Each
+solution is then evaluated exactly, in float64, by our reductions, and the table reports
+the times, their ratio and both robust objectives. Ours runs in float64 (``dro``'s
+solver works in float64 too); its time includes JIT compilation, reported separately.
+``dro`` runs in a subprocess per fit with a time limit; its time is that of ``fit``
+alone (without importing torch/cvxpy).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import robustlearn as rl
+from benchmarks.perf._common import table
+from robustlearn import objectives, wasserstein
+
+DIM = 20
+SIZES = (1_000, 10_000, 50_000, 100_000)
+QUICK_SIZES = (1_000, 10_000)
+
+# name -> (our objective or None for Wasserstein, exact evaluation of losses/params, dro kind and config)
+CVAR_ALPHA, CHI2_RADIUS, KL_RADIUS, W_EPS = 0.2, 0.5, 0.1, 0.1
+PROBLEMS = {
+    "cvar": ("cvar", {"alpha": CVAR_ALPHA}, f"cvar(alpha={CVAR_ALPHA})"),
+    # dro's chi2 ball is E_p (q/p - 1)^2 <= eps, ours sum p (q/p - 1)^2 / 2 <= radius: eps = 2 radius.
+    "chi_square": ("chi_square", {"eps": 2 * CHI2_RADIUS}, f"chi_square(radius={CHI2_RADIUS})"),
+    "kl": ("kl", {"eps": KL_RADIUS}, f"kl(radius={KL_RADIUS})"),
+    "wasserstein": ("wasserstein", {"eps": W_EPS, "p": 2, "kappa": "inf"}, f"wasserstein(eps={W_EPS}, l2, kappa=inf)"),
+}
+
+
+def have_dro() -> bool:
+    return importlib.util.find_spec("dro") is not None
+
+
+def make_data(n: int, seed: int = 0):
+    """Noisy logistic data: x ~ N(0, I_20), P(y = 1) = sigmoid(x @ w* + 0.3), |w*| = 6."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, DIM))
+    w = rng.normal(size=DIM)
+    w *= 6 / np.linalg.norm(w)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(x @ w + 0.3)))).astype(np.int32)
+    return x, y
+
+
+def exact_objective(name: str, w, b, x, y) -> float:
+    """The robust objective of (w, b), in float64, by robustlearn's exact reductions."""
+    with jax.enable_x64(True):
+        w, b = jnp.asarray(w, jnp.float64), jnp.asarray(b, jnp.float64)
+        x, y = jnp.asarray(x, jnp.float64), jnp.asarray(y)
+        if name == "wasserstein":
+            return float(wasserstein.linear_classification(w, x, y, W_EPS, norm="l2", intercept=b))
+        losses = rl.train.linear_losses({"w": w, "b": b}, x, y.astype(jnp.float64), "logistic")
+        if name == "cvar":
+            return float(rl.cvar(losses, CVAR_ALPHA))
+        if name == "chi_square":
+            return float(rl.chi_square(losses, CHI2_RADIUS))
+        return float(rl.kl(losses, KL_RADIUS))
+
+
+def _lbfgs(fun, x0, max_iter=2000, tol=1e-9):
+    """L-BFGS (optax, zoom line search) until the gradient norm is below ``tol``."""
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(fun)
+
+    def step(carry):
+        x, state = carry
+        value, grad = value_and_grad(x, state=state)
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fun)
+        return optax.apply_updates(x, updates), state
+
+    def cond(carry):
+        count = optax.tree.get(carry[1], "count")
+        grad = optax.tree.get(carry[1], "grad")
+        return (count == 0) | ((count < max_iter) & (optax.tree.norm(grad) >= tol))
+
+    x, _ = jax.lax.while_loop(cond, step, (x0, opt.init(x0)))
+    return x
+
+
+@jax.jit
+def _fit_wasserstein(x, y):
+    def fun(p):
+        return wasserstein.linear_classification(p["w"], x, y, W_EPS, norm="l2", intercept=p["b"])
+
+    # Start away from w = 0, where the norm is not differentiable.
+    p0 = {"w": jnp.full((x.shape[1],), 1e-3, x.dtype), "b": jnp.zeros((), x.dtype)}
+    return _lbfgs(fun, p0)
+
+
+def fit_ours(name: str, x, y):
+    """Our solution ``(w, b, L-BFGS iterations or None)``: ``fit_linear`` for the f-divergences, L-BFGS on the exact
+    Wasserstein objective (``fit_linear`` does not take it; with kappa = inf it is the
+    logistic loss plus ``eps * ||w||_2``, smooth away from w = 0)."""
+    with jax.enable_x64(True):
+        x, y = jnp.asarray(x, jnp.float64), jnp.asarray(y)
+        if name == "wasserstein":
+            p = _fit_wasserstein(x, y)
+            iterations = None
+        else:
+            objective = {
+                "cvar": objectives.cvar(CVAR_ALPHA),
+                "chi_square": objectives.chi_square(CHI2_RADIUS),
+                "kl": objectives.kl(KL_RADIUS),
+            }[name]
+            solution = rl.train.fit_linear(x, y, objective, loss="logistic", l2=0.0)
+            p, iterations = solution.params, int(solution.iterations)
+        p = jax.block_until_ready(p)
+        return np.asarray(p["w"]), float(p["b"]), iterations
+
+
+class CompileClock:
+    """Sums XLA backend compile time (tracing and lowering, which can nest, are not counted)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+    def _listen(self, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.seconds += duration
+
+
+def fit_theirs(name: str, x, y, timeout: float):
+    """Runs dro's fit in a subprocess. Returns (dict with theta/b/seconds) or (None, reason)."""
+    kind, config, _ = PROBLEMS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "data.npz")
+        np.savez(path, x=x, y=np.where(y > 0, 1.0, -1.0))
+        cmd = [sys.executable, "-m", "benchmarks.perf._dro_worker", path, kind, json.dumps(config)]
+        try:
+            # The limit also covers importing torch and cvxpy (about 10 s).
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30, check=False)
+        except subprocess.TimeoutExpired:
+            return None, f"timeout (> {timeout:.0f} s)"
+    lines = out.stdout.strip().splitlines()
+    if not lines:
+        return None, f"crashed: {out.stderr.strip().splitlines()[-1:]}"
+    result = json.loads(lines[-1])
+    if "error" in result:
+        return None, "failed: " + result["error"]
+    return result, None
+
+
+def run(quick: bool = False, sizes=None, dro_timeout: float = 120.0, names=None) -> str:
+    sizes = sizes or (QUICK_SIZES if quick else SIZES)
+    names = names or list(PROBLEMS)
+    compare = have_dro()
+    clock = CompileClock()
+    header = ["problem", "n", "ours 1st call (s)", "ours XLA compile (s)", "ours 2nd call (s)", "iters", "dro (s)"]
+    header += ["dro / ours 1st", "dro / ours 2nd"]
+    header += ["objective ours", "objective dro", "rel. diff"]
+    rows, notes = [], []
+    for name in names:
+        last = None  # (n, seconds) of dro's last successful fit, to skip hopeless sizes
+        skip_reason = None
+        for n in sizes:
+            x, y = make_data(n)
+            fit_ours(name, x[:8], y[:8])  # warm JAX's own caches (not this shape)
+            before = clock.seconds
+            start = time.perf_counter()
+            w, b, iterations = fit_ours(name, x, y)
+            t_ours = time.perf_counter() - start
+            t_compile = clock.seconds - before
+            start = time.perf_counter()
+            fit_ours(name, x, y)  # same shapes again: the compiled solver is reused
+            t_warm = time.perf_counter() - start
+            f_ours = exact_objective(name, w, b, x, y)
+            row = [PROBLEMS[name][2], f"{n:.0e}", f"{t_ours:.3g}", f"{t_compile:.2g}", f"{t_warm:.3g}"]
+            row.append("" if iterations is None else str(iterations))
+            if not compare:
+                rows.append(row + ["not installed", "", "", f"{f_ours:.8g}", "", ""])
+                continue
+            if skip_reason is None and last is not None and last[1] * n / last[0] > dro_timeout:
+                skip_reason = (
+                    f"not run (n={last[0]:.0e} took {last[1]:.0f} s; linear extrapolation > {dro_timeout:.0f} s)"
+                )
+            if skip_reason is not None:
+                rows.append(row + [skip_reason, "", "", f"{f_ours:.8g}", "", ""])
+                continue
+            theirs, reason = fit_theirs(name, x, y, dro_timeout)
+            if theirs is None:
+                rows.append(row + [reason, "", "", f"{f_ours:.8g}", "", ""])
+                if reason.startswith("timeout"):
+                    skip_reason = f"not run (timeout at n={n:.0e})"
+                continue
+            t_dro = theirs["seconds"]
+            last = (n, t_dro)
+            f_dro = exact_objective(name, theirs["theta"], theirs["b"], x, y)
+            best = min(f_ours, f_dro)
+            rel = (f_ours - best) / abs(best)
+            if rel > 1e-4:
+                notes.append(f"{name} n={n:.0e}: ours is {rel:.2e} above dro's objective (goal: within 1e-4).")
+            row += [f"{t_dro:.3g}", f"{t_dro / t_ours:.1f}x", f"{t_dro / t_warm:.0f}x"]
+            row += [f"{f_ours:.8g}", f"{f_dro:.8g}", f"{(f_ours - f_dro) / abs(best):+.1e}"]
+            rows.append(row)
+    lines = [
+        "### P1: full-batch linear DRO, logistic regression, d = 20",
+        "",
+        table(header, rows),
+        "",
+        "ours: robustlearn.train.fit_linear (float64; Wasserstein: optax L-BFGS on "
+        "wasserstein.linear_classification). 1st call: the first call at this shape, including "
+        "tracing and JIT compilation (its XLA compile part is shown); 2nd call: the same fit again, "
+        "reusing the compiled solver. iters: L-BFGS iterations (all CVaR smoothing stages). "
+        "dro: PyPI dro, cvxpy + CLARABEL, time of fit() in a subprocess. "
+        "Objectives: both solutions evaluated exactly in float64 by robustlearn; "
+        "rel. diff = (ours - dro) / min(ours, dro), negative = ours lower.",
+    ]
+    if not compare:
+        lines.append("\n`dro` is not installed: its columns are skipped (pip install -e '.[compare]').")
+    lines += [""] + notes if notes else []
+    return "\n".join(lines)
