@@ -64,8 +64,9 @@ def test_p2_prints_one_row_per_objective_and_skips_dro(monkeypatch):
     monkeypatch.setattr(p2_minibatch, "OBJECTIVES", {"erm": objectives.erm, "cvar(0.1)": lambda: objectives.cvar(0.1)})
     monkeypatch.setattr(p2_minibatch.importlib.util, "find_spec", lambda name: None)
     text = p2_minibatch.run(steps=2, repeats=1)
-    rows = _rows(text, "| objective | step (ms) | / ERM |")
-    assert [r[0] for r in rows] == ["erm", "cvar(0.1)"] and rows[0][2] == "1.000"
+    rows = _rows(text, "| objective | step (ms) | extra per step (µs) | / ERM |")
+    assert [r[0] for r in rows] == ["erm", "cvar(0.1)", "erm (again: noise control)"] and rows[0][3] == "1.000"
+    assert text.count("### P2: minibatch MLP") == 2  # the small MLP and the wide one
     assert "`dro` is not installed" in text
 
 
