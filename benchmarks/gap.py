@@ -347,7 +347,7 @@ def report(outputs: list[dict], quick: bool, seconds: float, data_size: str = ""
     lines += ["## Gap closed at a glance", ""]
     lines += [
         "Fraction of the floor-to-ceiling gap closed on each scenario's primary metric (seed means; "
-        "blank: method not applicable; unstable where floor and ceiling nearly coincide).",
+        "blank: method not applicable; –: floor and ceiling not distinguishable, no gap to close).",
         "",
     ]
     glance = [

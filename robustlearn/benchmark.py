@@ -179,12 +179,19 @@ def summarize(
     Returns:
         One dict per method: ``method``, ``n_seeds``, ``mean``, ``ci95`` (half-width),
         ``diff`` and ``diff_ci95`` (paired, method − baseline), ``gap_closed`` (from the
-        seed means; NaN without floor/ceiling or when they coincide).
+        seed means; NaN without floor/ceiling, or when the paired 95% interval of their
+        difference contains 0: then there is no measurable gap to close).
     """
     by = {}
     for r in results:
         by.setdefault(r.method, {})[r.seed] = r.test[metric]
     mean_err = {m: float(np.mean([error(v) for v in s.values()])) for m, s in by.items()}
+    gap_defined = False
+    if floor in by and ceiling in by:
+        common = sorted(set(by[floor]) & set(by[ceiling]))
+        d, half = _interval([error(by[floor][k]) - error(by[ceiling][k]) for k in common])
+        # No gap to close unless floor and ceiling differ beyond their paired 95% interval.
+        gap_defined = d != 0 and (math.isnan(half) or abs(d) > half)
     rows = []
     for m, s in by.items():
         mean, ci = _interval(list(s.values()))
@@ -193,7 +200,7 @@ def summarize(
             common = sorted(set(s) & set(by[baseline]))
             row["diff"], row["diff_ci95"] = _interval([s[k] - by[baseline][k] for k in common])
         gap = float("nan")
-        if floor in mean_err and ceiling in mean_err and mean_err[floor] != mean_err[ceiling]:
+        if gap_defined:
             gap = (mean_err[floor] - mean_err[m]) / (mean_err[floor] - mean_err[ceiling])
         row["gap_closed"] = gap
         rows.append(row)

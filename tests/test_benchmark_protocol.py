@@ -79,7 +79,8 @@ def test_minimizing_selection_picks_the_smallest_validation_loss():
 
 def test_summary_matches_its_formulas():
     rng = np.random.default_rng(1)
-    acc = {m: rng.uniform(0.5, 0.9, 5) for m in ("erm", "dro", "floor", "ceiling")}
+    acc = {m: rng.uniform(0.5, 0.9, 5) for m in ("erm", "dro")}
+    acc |= {"floor": rng.uniform(0.3, 0.4, 5), "ceiling": rng.uniform(0.9, 0.95, 5)}
     results = [benchmark.Result(m, s, {}, {}, {"accuracy": float(v[s])}, {}) for m, v in acc.items() for s in range(5)]
     rows = {r["method"]: r for r in benchmark.summarize(results, "accuracy", floor="floor", ceiling="ceiling")}
     t = stats.t.ppf(0.975, 4)
@@ -107,3 +108,10 @@ def test_summary_matches_its_formulas():
 def test_bad_protocol_input_raises(splits, methods, match):
     with pytest.raises(ValueError, match=match):
         benchmark.compare(methods, lambda *a: None, lambda *a: {"s": 0.0}, splits, select="s")
+
+
+def test_gap_closed_is_undefined_when_floor_and_ceiling_are_indistinguishable():
+    acc = {"erm": [0.8, 0.7, 0.9], "floor": [0.80, 0.71, 0.88], "ceiling": [0.81, 0.70, 0.89]}
+    results = [benchmark.Result(m, s, {}, {}, {"a": v[s]}, {}) for m, v in acc.items() for s in range(3)]
+    rows = benchmark.summarize(results, "a", floor="floor", ceiling="ceiling")
+    assert all(np.isnan(r["gap_closed"]) for r in rows)
