@@ -104,6 +104,14 @@ def _groups_of(batch, key: str, num_groups: int, check):
     return g, bad
 
 
+def _batch_groups(loss_fn, params, batch, key: str, num_groups: int, check):
+    """Per-example losses, per-group means and masses of a batch, and the bad-ids flag."""
+    losses = loss_fn(params, batch)
+    g, bad = _groups_of(batch, key, num_groups, check)
+    means, mass = group_means(losses, g, num_groups, weights=batch.get("weight"), where=batch.get("mask"))
+    return losses, means, mass, bad
+
+
 class GroupDROState(NamedTuple):
     """State of :func:`group_dro`: the group weights ``q`` on the simplex, shape ``(G,)``."""
 
@@ -184,10 +192,8 @@ def group_dro(
 
     def loss(loss_fn, params, batch, state, rng):
         del rng
-        losses = loss_fn(params, batch)
-        g, bad = _groups_of(batch, key, num_groups, check)
+        losses, means, mass, bad = _batch_groups(loss_fn, params, batch, key, num_groups, check)
         mask = batch.get("mask")
-        means, mass = group_means(losses, g, num_groups, weights=batch.get("weight"), where=mask)
         present = mass > 0
         adjusted = means + jnp.asarray(adj, means.dtype)
         exponent = jnp.where(present, step_size * jax.lax.stop_gradient(adjusted), 0.0)
@@ -244,10 +250,8 @@ def worst_group(num_groups: int, *, key: str = "group") -> Objective:
 
     def loss(loss_fn, params, batch, state, rng):
         del rng
-        losses = loss_fn(params, batch)
-        g, bad = _groups_of(batch, key, num_groups, check)
+        losses, means, mass, bad = _batch_groups(loss_fn, params, batch, key, num_groups, check)
         mask = batch.get("mask")
-        means, mass = group_means(losses, g, num_groups, weights=batch.get("weight"), where=mask)
         # All masked: 0, as for every reduction.
         value = jnp.where(jnp.any(mass > 0), jnp.max(jnp.where(mass > 0, means, -jnp.inf)), 0)
         value = jnp.where(bad, jnp.nan, value)
