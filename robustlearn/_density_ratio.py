@@ -76,8 +76,11 @@ def median_distance(x: np.ndarray, max_points: int = 1000, seed: int = 0) -> flo
     x = np.asarray(x, dtype=np.float64)
     if x.shape[0] > max_points:
         x = x[np.random.default_rng(seed).choice(x.shape[0], max_points, replace=False)]
-    d2 = np.sum((x[:, None, :] - x[None, :, :]) ** 2, axis=-1)
-    d = np.sqrt(d2[np.triu_indices(x.shape[0], 1)])
+    m, dim = x.shape
+    # Row blocks keep the (block, m, d) difference array near 10^7 entries for any d.
+    block = max(1, 10_000_000 // max(m * dim, 1))
+    d2 = np.concatenate([np.sum((x[i : i + block, None, :] - x[None, :, :]) ** 2, axis=-1) for i in range(0, m, block)])
+    d = np.sqrt(d2[np.triu_indices(m, 1)])
     med = float(np.median(d)) if d.size else 0.0
     return med if med > 0 else 1.0
 
@@ -110,25 +113,23 @@ class _KernelEstimator:
             raise ValueError(f"`folds` must be an int >= 2; got {folds!r}.")
         self.num_centers, self.folds, self.seed = num_centers, folds, seed
 
-    def _grid(self, real, synthetic):
-        if self.sigmas is not None:
-            sigmas = self.sigmas
-        else:
-            med = median_distance(np.concatenate([real, synthetic]), seed=self.seed)
-            sigmas = tuple(med * s for s in _SIGMA_SCALES)
+    def _grid(self):
+        sigmas = self.sigmas if self.sigmas is not None else tuple(self.median_ * s for s in _SIGMA_SCALES)
         return [(s, lam) for s in sigmas for lam in self.lambdas]
 
     def fit(self, real: ArrayLike, synthetic: ArrayLike):
         """Fits the ratio ``p_real / p_syn`` from samples ``real (n_r, d)`` and ``synthetic (n_s, d)``.
 
         Returns:
-            ``self``, with ``sigma_``, ``lam_`` (chosen hyperparameters) and ``cv_scores_``
-            (``{(sigma, lam): held-out criterion}``, lower is better).
+            ``self``, with ``sigma_``, ``lam_`` (chosen hyperparameters), ``cv_scores_``
+            (``{(sigma, lam): held-out criterion}``, lower is better) and ``median_`` (the
+            median pairwise distance of the pooled sample, which scales the default grid).
         """
         real, synthetic = _pair(real, synthetic)
         rng = np.random.default_rng(self.seed)
         self.dim_ = real.shape[1]
-        grid = self._grid(real, synthetic)
+        self.median_ = median_distance(np.concatenate([real, synthetic]), seed=self.seed)
+        grid = self._grid()
         fr, fs = _folds(len(real), self.folds, rng), _folds(len(synthetic), self.folds, rng)
         scores = {}
         for sigma, lam in grid:
@@ -375,10 +376,8 @@ class KMM(_KernelEstimator):
             raise ValueError(f"`epsilon` must be in [0, inf); got {epsilon!r}.")
         self.bound, self.epsilon, self.iterations = float(bound), epsilon, int(iterations)
 
-    def fit(self, real, synthetic):
-        real_, synthetic_ = _pair(real, synthetic)
-        self._mmd_sigma = median_distance(np.concatenate([real_, synthetic_]), seed=self.seed)
-        super().fit(real_, synthetic_)
+    def fit(self, real: ArrayLike, synthetic: ArrayLike):
+        super().fit(real, synthetic)
         self.beta_ = self.state_[1]
         return self
 
@@ -399,7 +398,7 @@ class KMM(_KernelEstimator):
     def _criterion(self, state, real, synthetic):
         w = self._predict(state, synthetic)
         w = w / max(w.mean(), 1e-300)
-        s = self._mmd_sigma
+        s = self.median_
         kss, krr, ksr = (
             np.asarray(_gauss(a, b, s)) for a, b in ((synthetic, synthetic), (real, real), (synthetic, real))
         )
