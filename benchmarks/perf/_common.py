@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 
 from benchmarks._timing import median_seconds
 
-__all__ = ["cpu_model", "machine_line", "median_seconds", "table"]
+__all__ = ["captured", "cpu_model", "machine_line", "median_seconds", "table"]
 
 
 def cpu_model() -> str:
@@ -39,3 +41,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def captured(title: str, main: Callable[[Sequence[str]], object], argv: Sequence[str]) -> str:
+    """What a part's printing ``main(argv)`` writes to stdout, under a ``### title`` heading."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print(f"### {title}\n")
+        main(argv)
+    return out.getvalue().rstrip()

@@ -13,8 +13,6 @@ one run on one machine; the goal is every ratio at most 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import platform
 
 import jax
@@ -23,6 +21,7 @@ import numpy as np
 
 import robustlearn as rl
 from benchmarks._timing import median_seconds
+from benchmarks.perf._common import captured
 
 REDUCTIONS = {
     "erm": lambda x: rl.erm(x),
@@ -76,11 +75,7 @@ def main(argv=None):
 
 def run(quick: bool = False) -> str:
     """The table as text: n up to 1e7, or 1e5 with ``quick``."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        print("### P3: reductions against one jnp.sort\n")
-        main(["--max-n", "100000" if quick else "10000000"])
-    return out.getvalue().rstrip()
+    return captured("P3: reductions against one jnp.sort", main, ["--max-n", "100000" if quick else "10000000"])
 
 
 if __name__ == "__main__":

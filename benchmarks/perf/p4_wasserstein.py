@@ -12,8 +12,6 @@ from one run on one machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import platform
 
 import jax
@@ -22,6 +20,7 @@ import numpy as np
 import optax
 
 from benchmarks._timing import median_seconds
+from benchmarks.perf._common import captured
 from robustlearn import objectives, wasserstein
 
 
@@ -99,11 +98,7 @@ def main(argv=None):
 
 def run(quick: bool = False) -> str:
     """The tables as text (5 timing repeats with ``quick``, else 20)."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        print("### P4: Wasserstein objectives' step time over ERM\n")
-        main(["--repeats", "5" if quick else "20"])
-    return out.getvalue().rstrip()
+    return captured("P4: Wasserstein objectives' step time over ERM", main, ["--repeats", "5" if quick else "20"])
 
 
 if __name__ == "__main__":
