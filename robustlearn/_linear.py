@@ -6,7 +6,7 @@ r"""Full-batch solver for robust objectives of convex linear models.
 
 with :math:`R` a robust reduction (convex and non-decreasing in each loss) and
 :math:`\ell` a convex loss of the linear score, so the problem is convex. Smooth
-reductions are minimized directly by L-BFGS (optax, zoom line search). CVaR is not
+reductions are minimized directly by L-BFGS (Armijo backtracking). CVaR is not
 smooth; it is solved in its joint form :math:`\min_{w,b,\eta} \eta + \frac1\alpha
 \sum_i p_i (\ell_i - \eta)_+` with :math:`(u)_+` replaced by :math:`\tau\,
 \mathrm{softplus}(u/\tau)`, :math:`\tau` decreasing by 10× per stage with warm starts
@@ -241,7 +241,7 @@ def fit_linear(
     finfo = np.finfo(np.dtype(x.dtype))
     rtol = float(np.sqrt(finfo.eps)) if tol is None else float(tol)
     # CVaR smoothing scales 1, 0.1, ... down to 10x below the square root of the resolution.
-    stages = len(np.arange(0, np.log10(finfo.eps) / 2 - 1, -1)) if reduction is _reductions.cvar else 0
+    stages = int(np.ceil(1 - np.log10(finfo.eps) / 2)) if reduction is _reductions.cvar else 0
     return _solve(
         x,
         y,
