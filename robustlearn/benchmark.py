@@ -126,15 +126,16 @@ def compare(
         if not len(m.grid):
             raise ValueError(f"method {m.name!r} has an empty grid.")
     test_arrays = _arrays(splits["test"])
+    for m in methods:
+        _assert_unseen(test_arrays, splits[m.train_split], "training")
+    _assert_unseen(test_arrays, splits["val"], "validation")
     results = []
     for seed in seeds:
         for m in methods:
             train = splits[m.train_split]
             best = None
             for hyper in m.grid:
-                _assert_unseen(test_arrays, train, "training")
                 model = fit(m, dict(hyper), train, seed)
-                _assert_unseen(test_arrays, splits["val"], "validation")
                 val = dict(evaluate(model, splits["val"]))
                 score = val[select]
                 score = -math.inf if not math.isfinite(score) else (score if maximize else -score)
