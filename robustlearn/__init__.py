@@ -1,11 +1,15 @@
 """robustlearn: distributionally robust learning in JAX, as a drop-in for ERM.
 
 Replace ``losses.mean()`` by a robust reduction, e.g. ``robustlearn.cvar(losses, 0.1)``;
-each reduction has a ``*_weights`` twin that returns the worst-case distribution.
+each reduction has a ``*_weights`` twin that returns the worst-case distribution, and
+:data:`REDUCTIONS` lists them all. The namespaces (``objectives``, ``train``,
+``wasserstein``, ``importance``, ``benchmark``, ``estimators``) load on first use, so a
+reduction needs neither flax nor scikit-learn.
 """
 
-from robustlearn import benchmark, importance, objectives, train, wasserstein
-from robustlearn._reductions import (
+import importlib as _importlib
+
+from robustlearn._src.reductions.api import (
     chi_square,
     chi_square_penalty,
     chi_square_penalty_weights,
@@ -20,16 +24,20 @@ from robustlearn._reductions import (
     kl_penalty,
     kl_penalty_weights,
     kl_weights,
+    tv,
+    tv_weights,
 )
+from robustlearn._src.reductions.registry import REDUCTIONS, Hyper, Reduction
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+_NAMESPACES = ("benchmark", "estimators", "importance", "objectives", "train", "wasserstein")
 
 __all__ = [
-    "benchmark",
-    "importance",
-    "objectives",
-    "train",
-    "wasserstein",
+    *_NAMESPACES,
+    "REDUCTIONS",
+    "Hyper",
+    "Reduction",
     "chi_square",
     "chi_square_penalty",
     "chi_square_penalty_weights",
@@ -44,4 +52,19 @@ __all__ = [
     "kl_penalty",
     "kl_penalty_weights",
     "kl_weights",
+    "tv",
+    "tv_weights",
 ]
+
+
+def __getattr__(name: str):
+    # PEP 562: import a namespace on first access (flax loads with `train`, not before).
+    if name in _NAMESPACES:
+        module = _importlib.import_module(f"robustlearn.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'robustlearn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMESPACES))

@@ -6,9 +6,9 @@ distribution of every reduction and Objective (see docs/importance.md). Group DR
 groups or sources lives in :mod:`robustlearn.objectives` (``group_dro``, ``worst_group``).
 """
 
-from robustlearn._density_ratio import KLIEP, KMM, ULSIF, ProbabilisticClassifier, RuLSIF, median_distance
-from robustlearn._group_dro import group_means
-from robustlearn._weighting import (
+from robustlearn._src.objectives.group_dro import group_means
+from robustlearn._src.weighting.density_ratio import KLIEP, KMM, ULSIF, ProbabilisticClassifier, RuLSIF, median_distance
+from robustlearn._src.weighting.weights import (
     ImportanceWeightWarning,
     MixtureSelection,
     WeightDiagnostics,

@@ -1,10 +1,10 @@
-"""Training objectives: the interface the trainer speaks, factories for each reduction, group DRO."""
+"""Training objectives: the interface the trainer speaks, a factory for each reduction, group DRO."""
 
-from robustlearn._group_dro import GroupDROState, group_dro, worst_group
-from robustlearn._objectives import (
+from robustlearn._src.objectives.base import (
     Batch,
     LossFn,
     Objective,
+    ReductionState,
     chi_square,
     chi_square_penalty,
     cressie_read,
@@ -14,12 +14,15 @@ from robustlearn._objectives import (
     importance_weighted,
     kl,
     kl_penalty,
+    tv,
 )
+from robustlearn._src.objectives.group_dro import GroupDROState, group_dro, worst_group
 
 __all__ = [
     "Batch",
     "LossFn",
     "Objective",
+    "ReductionState",
     "chi_square",
     "chi_square_penalty",
     "cressie_read",
@@ -31,5 +34,6 @@ __all__ = [
     "importance_weighted",
     "kl",
     "kl_penalty",
+    "tv",
     "worst_group",
 ]

@@ -1,13 +1,13 @@
 """Wasserstein distributionally robust objectives."""
 
-from robustlearn._sinkhorn import sample_cloud_dual, sinkhorn
-from robustlearn._wasserstein_linear import (
+from robustlearn._src.transport.linear import (
     dual_norm,
     linear_classification,
     linear_classification_objective,
     linear_regression,
 )
-from robustlearn._wrm import wrm, wrm_certificate, wrm_perturb
+from robustlearn._src.transport.sinkhorn import sample_cloud_dual, sinkhorn
+from robustlearn._src.transport.wrm import wrm, wrm_certificate, wrm_perturb
 
 __all__ = [
     "dual_norm",

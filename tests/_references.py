@@ -102,3 +102,22 @@ def chi_square_penalty_dual_upper(losses, p, lam):
 def kl_penalty(losses, p, lam):
     s = p > 0
     return float(lam * special.logsumexp(losses[s] / lam, b=p[s]))
+
+
+def tv(losses, p, radius):
+    """max q.l s.t. q >= 0, sum q = 1, sum t <= 2 radius, t >= |q - p|, by scipy's LP (variables q, t).
+
+    q stays on the support of p: masked or zero-weight examples are not in the data set.
+    """
+    n = len(losses)
+    eye = np.eye(n)
+    cost = np.concatenate([-losses, np.zeros(n)])
+    a_ub = np.block([[eye, -eye], [-eye, -eye], [np.zeros((1, n)), np.ones((1, n))]])
+    b_ub = np.concatenate([p, -p, [2 * radius]])
+    a_eq = np.concatenate([np.ones(n), np.zeros(n)])[None, :]
+    q_bounds = [(0, None if pi > 0 else 0) for pi in p]
+    res = optimize.linprog(
+        cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=[1.0], bounds=q_bounds + [(0, None)] * n, method="highs"
+    )
+    assert res.status == 0, res.message
+    return float(losses @ res.x[:n])

@@ -18,16 +18,23 @@ class Case(NamedTuple):
     hyper: dict
     # "radius" for balls, "alpha" for CVaR, "lam" for penalties, None for ERM.
     knob: str | None
+    record: rl.Reduction
 
 
+# One hyperparameter value per name, inside every reduction's range.
+DEFAULT_HYPER = {"alpha": 0.3, "radius": 0.4, "k": 1.5, "lam": 0.7}
+
+# Derived from the registry: a new reduction is tested by every table below.
 CASES = [
-    Case("erm", rl.erm, rl.erm_weights, {}, None),
-    Case("cvar", rl.cvar, rl.cvar_weights, {"alpha": 0.3}, "alpha"),
-    Case("chi_square", rl.chi_square, rl.chi_square_weights, {"radius": 0.4}, "radius"),
-    Case("kl", rl.kl, rl.kl_weights, {"radius": 0.4}, "radius"),
-    Case("cressie_read", rl.cressie_read, rl.cressie_read_weights, {"radius": 0.4, "k": 1.5}, "radius"),
-    Case("chi_square_penalty", rl.chi_square_penalty, rl.chi_square_penalty_weights, {"lam": 0.7}, "lam"),
-    Case("kl_penalty", rl.kl_penalty, rl.kl_penalty_weights, {"lam": 0.7}, "lam"),
+    Case(
+        r.name,
+        getattr(rl, r.name),
+        getattr(rl, f"{r.name}_weights"),
+        {h.name: DEFAULT_HYPER[h.name] for h in r.hyper},
+        r.hyper[0].name if r.hyper else None,
+        r,
+    )
+    for r in rl.REDUCTIONS.values()
 ]
 CASE_IDS = [c.name for c in CASES]
 ROBUST = [c for c in CASES if c.name != "erm"]

@@ -37,6 +37,8 @@ def test_non_float_losses_raise_type_error(case, losses):
         (rl.chi_square_penalty_weights, {"lam": -1.0}, r"`lam` must be in \(0, inf\)"),
         (rl.kl_penalty, {"lam": 0.0}, r"`lam` must be in \(0, inf\)"),
         (rl.kl_penalty_weights, {"lam": -2.0}, r"`lam` must be in \(0, inf\)"),
+        (rl.tv, {"radius": 1.5}, r"`radius` must be in \[0, 1\]"),
+        (rl.tv_weights, {"radius": -0.5}, r"`radius` must be in \[0, 1\]"),
     ],
 )
 def test_hyperparameter_out_of_range(fn, kwargs, message):
@@ -56,7 +58,6 @@ def test_hyperparameter_wrong_kind(bad):
     [
         ({"weights": np.array([1.0, -0.5, 1.0])}, ValueError, r"`weights` must be finite and in \[0, inf\)"),
         ({"weights": np.array([1.0, np.nan, 1.0])}, ValueError, r"`weights` must be finite and in \[0, inf\)"),
-        ({"weights": np.zeros(3)}, ValueError, "`weights` must have a positive total"),
         ({"weights": np.ones(4)}, ValueError, r"`weights` of shape \(4,\) does not broadcast"),
         ({"weights": np.array(["a", "b", "c"])}, TypeError, "`weights` must be real numbers"),
         ({"where": np.array([True, False])}, ValueError, r"`where` of shape \(2,\) does not broadcast"),
@@ -64,12 +65,40 @@ def test_hyperparameter_wrong_kind(bad):
         ({"where": np.array([1, 0, 1])}, TypeError, "`where` must be a boolean mask"),
         ({"axis": 1}, ValueError, r"`axis` must be in \[-1, 0\]"),
         ({"axis": 0.0}, TypeError, "`axis` must be an int"),
+        ({"axis": (0, 0)}, ValueError, "`axis` names an axis twice"),
+        ({"axis": ()}, ValueError, "`axis` must name at least one axis"),
     ],
 )
 def test_bad_weights_mask_and_axis(case, kwargs, error, message):
     for fn in (case.value, case.weights):
         with pytest.raises(error, match=message):
             fn(LOSSES, **case.hyper, **kwargs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 4)])
+def test_empty_losses_raise_eagerly_and_under_jit(case, shape):
+    losses = jnp.zeros(shape)
+    for fn in (case.value, case.weights):
+        with pytest.raises(ValueError, match="`losses` has no examples to reduce"):
+            fn(losses, **case.hyper, axis=None)
+        with pytest.raises(ValueError, match="`losses` has no examples to reduce"):
+            jax.jit(lambda x, fn=fn: fn(x, **case.hyper, axis=None))(losses)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_all_zero_weights_leave_no_example_eagerly_and_under_jit(case):
+    # Like an all-False mask: value 0 and weights 0, documented, the same under jit.
+    zeros = np.zeros(3)
+    for fn in (
+        lambda w: case.value(LOSSES, **case.hyper, weights=w),
+        lambda w: case.weights(LOSSES, **case.hyper, weights=w),
+    ):
+        eager = np.asarray(fn(zeros))
+        assert np.all(eager == 0)
+        np.testing.assert_array_equal(np.asarray(jax.jit(fn)(jnp.asarray(zeros))), eager)
+    masked = case.value(LOSSES, **case.hyper, where=np.zeros(3, bool))
+    assert float(masked) == 0.0
 
 
 def test_scalar_losses_raise():
@@ -86,6 +115,7 @@ def test_scalar_losses_raise():
         (lambda x, h: rl.cressie_read(x, 0.5, h), 1.0),
         (lambda x, h: rl.kl_penalty(x, h), 0.0),
         (lambda x, h: rl.chi_square_penalty(x, h), -3.0),
+        (lambda x, h: rl.tv(x, h), 1.5),
     ],
 )
 def test_traced_bad_hyperparameter_gives_nan(fn, bad):

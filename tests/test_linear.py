@@ -146,9 +146,9 @@ def test_full_batch_linear_matches_scipy(objective, reference):
     # The solver's value is exact at its parameters; recompute it independently.
     theta = np.concatenate([np.asarray(solution.params["w"]), [float(solution.params["b"])]])
     losses = _logistic(theta, x, y)
-    assert float(objective.loss(lambda p, b: losses, None, {}, (), None)[0]) + _reg(theta, 3) == pytest.approx(
-        float(solution.value), rel=1e-10
-    )
+    assert float(objective.loss(lambda p, b: losses, None, {}, objective.init(None), None)[0]) + _reg(
+        theta, 3
+    ) == pytest.approx(float(solution.value), rel=1e-10)
 
 
 def test_full_batch_softmax_and_squared_run():
@@ -182,7 +182,7 @@ def test_fit_linear_rejects_non_binary_logistic_labels():
 
 def test_fit_linear_reuses_compiled_solver():
     # Other hyperparameters, l2, tol and data of the same shapes must not recompile.
-    from robustlearn import _linear
+    from robustlearn._src.training import linear as _linear
 
     x, y = _data(2)
     rl.train.fit_linear(x, y, objectives.cvar(0.3), l2=L2)

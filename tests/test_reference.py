@@ -59,6 +59,22 @@ def test_cvar_weights_solve_the_linear_program(problem, alpha):
     assert abs(float(q @ losses) - ref.cvar(losses, p, alpha)) <= TOL * _scale(losses)
 
 
+tv_radii = st.one_of(st.sampled_from([0.0, 1.0, 0.25, 0.5]), st.floats(0.0, 1.0))
+
+
+@given(problems(), tv_radii)
+def test_tv_matches_linear_program(problem, radius):
+    losses, w, where = problem
+    p = ref.nominal(len(losses), w, where)
+    expected = ref.tv(losses, p, radius)
+    assert abs(float(rl.tv(losses, radius, weights=w, where=where)) - expected) <= TOL * _scale(losses)
+    # The weights are feasible for the LP and attain its optimum.
+    q = np.asarray(rl.tv_weights(losses, radius, weights=w, where=where))
+    assert np.all(q >= 0) and abs(q.sum() - 1) <= 1e-9 and np.all(q[p == 0] == 0)
+    assert 0.5 * np.abs(q - p).sum() <= radius + 1e-12
+    assert abs(float(q @ losses) - expected) <= TOL * _scale(losses)
+
+
 @given(problems(), radii)
 def test_kl_certified_by_dual(problem, radius):
     losses, w, where = problem

@@ -63,9 +63,9 @@ def test_every_objective_trains_mlp_and_linear(objective, model):
     trainer = rl.train.Trainer(
         loss=CE, objective=objective, optimizer=optax.adam(0.05), batch_size=64, verbose=False, **kwargs
     )
-    value0 = float(objective.loss(trainer.loss_fn, trainer.init_params, data, (), None)[0])
+    value0 = float(objective.loss(trainer.loss_fn, trainer.init_params, data, objective.init(None), None)[0])
     history = trainer.fit(data, epochs=8)
-    value1 = float(objective.loss(trainer.loss_fn, trainer.params, data, (), None)[0])
+    value1 = float(objective.loss(trainer.loss_fn, trainer.params, data, objective.init(None), None)[0])
     assert len(history) == 8 and all(np.isfinite(history.columns()["train_objective"]))
     assert value1 < 0.8 * value0, (value0, value1)
 
@@ -81,7 +81,9 @@ def test_nnx_module_is_updated_in_place():
 
 def _gradient_weights(objective, losses):
     """d objective / d losses through the Objective interface: the weight of each example."""
-    return np.asarray(jax.grad(lambda v: objective.loss(lambda p, b: v, None, {}, (), None)[0])(jnp.asarray(losses)))
+    return np.asarray(
+        jax.grad(lambda v: objective.loss(lambda p, b: v, None, {}, objective.init(None), None)[0])(jnp.asarray(losses))
+    )
 
 
 def _train_linear(objective, data, epochs=300):
@@ -286,9 +288,10 @@ def test_history_plot_draws_each_metric():
 def test_objective_reads_weight_and_mask_from_the_batch(objective):
     losses = jnp.asarray([0.3, 2.0, 0.1, 1.2, 0.7])
     batch = {"weight": jnp.asarray([1.0, 0.5, 2.0, 1.0, 3.0]), "mask": jnp.asarray([True, True, False, True, True])}
-    value, (state, metrics) = objective.loss(lambda p, b: losses, None, batch, (), None)
-    reduction, hyper = objective.spec
-    expected = reduction(losses, **hyper, weights=batch["weight"], where=batch["mask"])
+    state0 = objective.init(None)
+    value, (state, metrics) = objective.loss(lambda p, b: losses, None, batch, state0, None)
+    public = getattr(rl, objective.reduction.name)
+    expected = public(losses, **objective.hyperparams, weights=batch["weight"], where=batch["mask"])
     assert float(value) == float(expected) == float(metrics["objective"])
     assert float(metrics["mean_loss"]) == pytest.approx(float(losses[batch["mask"]].mean()))
-    assert state == ()
+    assert state == state0

@@ -507,10 +507,10 @@ class ProbabilisticClassifier:
         self.holdout, self.seed = holdout, seed
 
     def _train(self, x, y, l2, val):
-        from robustlearn import _objectives
+        from robustlearn._src.objectives import base as _objectives
 
         if self.model == "logistic":
-            from robustlearn._linear import fit_linear
+            from robustlearn._src.training.linear import fit_linear
 
             sol = fit_linear(x.astype(np.float32), y, _objectives.erm(), loss="logistic", l2=l2)
             w, b = np.asarray(sol.params["w"], np.float64), float(sol.params["b"])
@@ -518,7 +518,7 @@ class ProbabilisticClassifier:
 
         from flax import nnx
 
-        from robustlearn._trainer import Trainer
+        from robustlearn._src.training.trainer import Trainer
 
         sizes = (x.shape[1], *self.hidden, 1)
         rngs = nnx.Rngs(self.seed)

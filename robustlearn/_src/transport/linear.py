@@ -19,7 +19,7 @@ Moving features costs :math:`\|\Delta\|` and changes the margin by at most
 :math:`\lambda_i = (L(-z_i) - L(z_i))/\kappa` and slope :math:`\varepsilon - \kappa
 \sum_{\lambda_i > \lambda} p_i`, so the minimizer is a weighted quantile of the
 breakpoints (a CVaR of the breakpoints), clipped below at :math:`\|\theta\|_*`: exact
-after one sort. With
+by CVaR's sort-free threshold search. With
 :math:`\kappa = \infty` it is :math:`E_{\hat P}[L] + \varepsilon\|\theta\|_*`.
 """
 
@@ -29,8 +29,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from robustlearn import _checks, _reductions
-from robustlearn._objectives import Objective
+from robustlearn._src import checks as _checks
+from robustlearn._src.objectives.base import Objective
+from robustlearn._src.reductions import api as _reductions
 
 _MARGIN_LOSSES = {
     "logistic": lambda z: jax.nn.softplus(-z),
@@ -87,7 +88,10 @@ def _linear_inputs(theta, x, y, weights, *, y_is_real: bool):
     if weights is None:
         p, ok = jnp.full(y.shape, 1.0 / y.shape[0], dtype), jnp.asarray(True)
     else:
-        w, ok = _checks.weights(weights, y.shape, 0)
+        w, ok = _checks.weights(weights, y.shape)
+        if not _checks.is_traced(w) and not float(jnp.sum(w)) > 0:
+            raise ValueError("`weights` must have a positive total; got all zeros.")
+        ok = ok & (jnp.sum(w) > 0)
         p = w.astype(dtype) / jnp.sum(w)
     return theta.astype(dtype), x.astype(dtype), y, p, ok, dtype
 
@@ -194,42 +198,41 @@ def linear_regression(
 ) -> jax.Array:
     r"""Worst-case expected loss of a linear regressor over a Wasserstein-1 ball of features.
 
-        .. math::
+    .. math::
 
-            \sup_{W(Q,\hat P)\learepsilon} E_Qig[L(y - \langle	heta, x
-    angle - b)ig]
-            = \sum_i p_i L(r_i) + arepsilon\, \mathrm{lip}(L)\, \|	heta\|_*
+        \sup_{W(Q,\hat P)\le\varepsilon} E_Q\big[L(y - \langle\theta, x\rangle - b)\big]
+            = \sum_i p_i L(r_i) + \varepsilon\, \mathrm{lip}(L)\, \|\theta\|_*
 
-        for the cost :math:`\|x - x'\|` with targets fixed, and a convex loss of the residual
-        whose slope tends to its Lipschitz constant: ``"absolute"`` :math:`|r|` (lip 1) and
-        ``"huber"`` (:math:`r^2/2` for :math:`|r|\le\delta`, :math:`\delta(|r| - \delta/2)`
-        beyond; lip :math:`\delta`). Letting the targets move at a finite cost would make the
-        worst case unbounded for these losses, so targets never move.
+    for the cost :math:`\|x - x'\|` with targets fixed, and a convex loss of the residual
+    whose slope tends to its Lipschitz constant: ``"absolute"`` :math:`|r|` (lip 1) and
+    ``"huber"`` (:math:`r^2/2` for :math:`|r|\le\delta`, :math:`\delta(|r| - \delta/2)`
+    beyond; lip :math:`\delta`). Letting the targets move at a finite cost would make the
+    worst case unbounded for these losses, so targets never move.
 
-        Args:
-            theta: weights, shape ``(d,)``.
-            x: features, shape ``(n, d)``.
-            y: targets, shape ``(n,)``.
-            eps: radius :math:`arepsilon \ge 0`.
-            norm: feature norm: ``"l1"``, ``"l2"``, ``"linf"`` or a number ``p >= 1``.
-            loss: ``"absolute"`` or ``"huber"``.
-            delta: Huber threshold, ``> 0``.
-            intercept: the bias :math:`b`, a scalar (not perturbed).
-            weights: optional nominal weights of the examples, shape ``(n,)``.
+    Args:
+        theta: weights, shape ``(d,)``.
+        x: features, shape ``(n, d)``.
+        y: targets, shape ``(n,)``.
+        eps: radius :math:`\varepsilon \ge 0`.
+        norm: feature norm: ``"l1"``, ``"l2"``, ``"linf"`` or a number ``p >= 1``.
+        loss: ``"absolute"`` or ``"huber"``.
+        delta: Huber threshold, ``> 0``.
+        intercept: the bias :math:`b`, a scalar (not perturbed).
+        weights: optional nominal weights of the examples, shape ``(n,)``.
 
-        Returns:
-            Scalar: the exact worst-case expected loss.
+    Returns:
+        Scalar: the exact worst-case expected loss.
 
-        Examples:
-            >>> import jax.numpy as jnp
-            >>> from robustlearn import wasserstein
-            >>> theta = jnp.array([3.0, 4.0]); x = jnp.zeros((2, 2)); y = jnp.array([1.0, -1.0])
-            >>> float(wasserstein.linear_regression(theta, x, y, 0.1))  # 1 + 0.1 * 5
-            1.5
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from robustlearn import wasserstein
+        >>> theta = jnp.array([3.0, 4.0]); x = jnp.zeros((2, 2)); y = jnp.array([1.0, -1.0])
+        >>> float(wasserstein.linear_regression(theta, x, y, 0.1))  # 1 + 0.1 * 5
+        1.5
 
-        References:
-            Shafieezadeh-Abadeh, Kuhn & Mohajerin Esfahani, *Regularization via mass
-            transportation*, JMLR 2019 (Theorem 10).
+    References:
+        Shafieezadeh-Abadeh, Kuhn & Mohajerin Esfahani, *Regularization via mass
+        transportation*, JMLR 2019 (Theorem 10).
     """
     _norm_order(norm)
     if loss not in ("absolute", "huber"):
@@ -281,4 +284,6 @@ def linear_classification_objective(
         )  # fmt: skip
         return value, (state, {"objective": value})
 
-    return Objective(lambda key: (), objective_loss, f"wasserstein_linear(eps={eps!r}, kappa={kappa!r}, norm={norm!r})")
+    name = f"wasserstein_linear(eps={eps!r}, kappa={kappa!r}, norm={norm!r})"
+    config = {"eps": eps, "kappa": kappa, "norm": norm}
+    return Objective(lambda key: (), objective_loss, name, config, smooth=False)

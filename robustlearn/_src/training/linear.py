@@ -6,9 +6,10 @@ r"""Full-batch solver for robust objectives of convex linear models.
 
 with :math:`R` a robust reduction (convex and non-decreasing in each loss) and
 :math:`\ell` a convex loss of the linear score, so the problem is convex. Smooth
-reductions are minimized directly by L-BFGS (Armijo backtracking). CVaR is not
-smooth; it is solved in its joint form :math:`\min_{w,b,\eta} \eta + \frac1\alpha
-\sum_i p_i (\ell_i - \eta)_+` with :math:`(u)_+` replaced by :math:`\tau\,
+reductions (the registry's ``smooth`` flag) are minimized directly by L-BFGS (Armijo
+backtracking). Non-smooth ones (CVaR, TV) are solved in the registry's smoothed joint
+form, e.g. for CVaR :math:`\min_{w,b,\eta} \eta + \frac1\alpha \sum_i p_i
+(\ell_i - \eta)_+` with :math:`(u)_+` replaced by :math:`\tau\,
 \mathrm{softplus}(u/\tau)`, :math:`\tau` decreasing by 10× per stage with warm starts
 (the smoothing error is at most :math:`\tau \log 2/\alpha`).
 """
@@ -25,8 +26,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 
-from robustlearn import _reductions
-from robustlearn._objectives import Objective
+from robustlearn._src.objectives.base import Objective
 
 _LOSSES = ("logistic", "softmax", "squared")
 
@@ -208,7 +208,7 @@ def fit_linear(
         >>> bool(sol.params["w"][0] > 0)
         True
     """
-    if not isinstance(objective, Objective) or objective.spec is None:
+    if not isinstance(objective, Objective) or objective.reduction is None:
         raise TypeError("`objective` must be a reduction objective from robustlearn.objectives (e.g. cvar(0.1)).")
     if loss not in _LOSSES:
         raise ValueError(f"`loss` must be one of {_LOSSES}; got {loss!r}.")
@@ -236,12 +236,13 @@ def fit_linear(
     y = y.astype(x.dtype) if loss != "softmax" else y
     if weights is not None:
         weights = jnp.asarray(weights, x.dtype)
-    reduction, hyper = objective.spec
-    hyper = {k: jnp.asarray(v, x.dtype) for k, v in hyper.items()}
+    reduction = objective.reduction
+    hyper = {k: jnp.asarray(v, x.dtype) for k, v in objective.hyperparams.items()}
     finfo = np.finfo(np.dtype(x.dtype))
     rtol = float(np.sqrt(finfo.eps)) if tol is None else float(tol)
-    # CVaR smoothing scales 1, 0.1, ... down to 10x below the square root of the resolution.
-    stages = int(np.ceil(1 - np.log10(finfo.eps) / 2)) if reduction is _reductions.cvar else 0
+    # Non-smooth reductions: smoothing scales 1, 0.1, ... down to 10x below the square root
+    # of the resolution.
+    stages = 0 if reduction.smooth else int(np.ceil(1 - np.log10(finfo.eps) / 2))
     return _solve(
         x,
         y,
@@ -266,20 +267,20 @@ def _solve(x, y, weights, params0, hyper, l2, rtol, *, reduction, loss, max_iter
     """The compiled solver: one compilation per (reduction, loss, max_iter, shapes, dtypes).
 
     ``hyper``, ``l2``, ``rtol`` and ``weights`` are traced, so new hyperparameters or data
-    of the same shape reuse the compiled code. ``stages`` is the number of CVaR smoothing
-    stages (0 for the other reductions).
+    of the same shape reuse the compiled code. ``stages`` is the number of smoothing
+    stages (0 for smooth reductions).
     """
 
     def exact(params):
-        return reduction(linear_losses(params, x, y, loss), **hyper, weights=weights) + _regularizer(params, l2)
+        return reduction.value(linear_losses(params, x, y, loss), **hyper, weights=weights) + _regularizer(params, l2)
 
-    if reduction is not _reductions.cvar:
+    if reduction.smooth:
         params, value, iters, gnorm = _lbfgs(exact, params0, max_iter, rtol)
         return LinearSolution(params, value, iters, gnorm)
 
-    alpha = hyper["alpha"]
     n = x.shape[0]
     p = jnp.full((n,), 1.0 / n, x.dtype) if weights is None else weights / jnp.sum(weights)
+    values = tuple(hyper[name] for name in reduction.hyper_names)
 
     def stage(i, carry):
         z, total, _ = carry
@@ -288,13 +289,12 @@ def _solve(x, y, weights, params0, hyper, l2, rtol, *, reduction, loss, max_iter
 
         def smooth(z):
             losses = linear_losses(z["params"], x, y, loss)
-            excess = tau * jax.nn.softplus((losses - z["eta"]) / tau)
-            return z["eta"] + jnp.sum(p * excess) / alpha + _regularizer(z["params"], l2)
+            return reduction.smoothed(losses, p, z["aux"], tau, *values) + _regularizer(z["params"], l2)
 
         z, _, iters, gnorm = _lbfgs(smooth, z, max_iter, rtol)
         return z, total + iters, gnorm
 
-    z0 = {"params": params0, "eta": jnp.zeros((), x.dtype)}
+    z0 = {"params": params0, "aux": reduction.aux_init(x.dtype)}
     init = (z0, jnp.zeros((), jnp.int32), jnp.zeros((), x.dtype))
     z, total, gnorm = jax.lax.fori_loop(0, stages, stage, init)
     return LinearSolution(z["params"], exact(z["params"]), total, gnorm)

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from flax import nnx, serialization
 
-from robustlearn._objectives import Objective
+from robustlearn._src.objectives.base import Objective
 
 _MAXIMIZE = ("accuracy",)
 
@@ -76,9 +76,21 @@ class History:
         lines += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in self.rows]
         return "\n".join(lines)
 
-    def plot(self, keys: Sequence[str] = ("train_objective", "val_loss"), ax=None):
-        """Plots metrics against the epoch with matplotlib (an optional dependency)."""
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+    def plot(self, keys: Sequence[str] = ("train_objective", "val_loss"), ax: Any = None) -> Any:
+        """Draws the metrics ``keys`` against the epoch, one line each, with a legend.
+
+        Needs matplotlib (``pip install "robustlearn[plot]"``).
+
+        Args:
+            keys: metric names; names absent from the history are skipped.
+            ax: a matplotlib ``Axes`` to draw into (default: the current one).
+
+        Returns:
+            The matplotlib ``Axes`` drawn into (call ``ax.figure.savefig(path)`` to save).
+        """
+        from robustlearn._src.optional import require
+
+        plt = require("matplotlib.pyplot", "matplotlib", "plot")
 
         ax = ax or plt.gca()
         cols = self.columns()

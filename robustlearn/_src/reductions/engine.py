@@ -14,12 +14,13 @@ keeps squares and exponentials of huge losses (±1e30) finite.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from robustlearn import _checks
+from robustlearn._src import checks as _checks
 
 # kernel(ls, p, scale, *hyper) -> (q, penalty_in_standardized_units)
 Kernel = Callable[..., tuple[jax.Array, jax.Array]]
@@ -68,42 +69,55 @@ def _value_fn(kernel: Kernel):
 
 
 @functools.cache
-def _compiled(kernel: Kernel, n_hyper: int, want_weights: bool, axis: int):
-    """The jitted reduction (or its weights) along ``axis``, batched over the rest."""
+def _compiled(kernel: Kernel, n_hyper: int, want_weights: bool, axes: tuple[int, ...], ndim: int):
+    """The jitted reduction (or its weights) over ``axes``, batched over the other axes."""
     signature = "(n),(n)" + ",()" * n_hyper + ("->(n)" if want_weights else "->()")
     if want_weights:
         fn = lambda *args: _solve(kernel, *args)[1]  # noqa: E731
     else:
         fn = _value_fn(kernel)
     vectorized = jnp.vectorize(fn, signature=signature)
+    last = tuple(range(ndim - len(axes), ndim))
+
+    def to_vectors(a):
+        # The reduced axes go last, in order, and are flattened into one example axis.
+        moved = jnp.moveaxis(a, axes, last)
+        return moved.reshape(moved.shape[: ndim - len(axes)] + (-1,)), moved.shape
 
     def run(losses, weights, ok, *hyper):
         compute = jnp.promote_types(losses.dtype, jnp.float32)
         w = jnp.ones(losses.shape, compute) if weights is None else weights.astype(compute)
         # Hyperparameters and nominal weights are constants for differentiation: the
         # gradient flows to the losses only (Danskin).
-        w = jax.lax.stop_gradient(jnp.moveaxis(w, axis, -1))
+        w, _ = to_vectors(jax.lax.stop_gradient(w))
         hyper = tuple(jax.lax.stop_gradient(jnp.asarray(h, compute)) for h in hyper)
-        out = vectorized(jnp.moveaxis(losses.astype(compute), axis, -1), w, *hyper)
+        flat, moved_shape = to_vectors(losses.astype(compute))
+        out = vectorized(flat, w, *hyper)
         if want_weights:
-            out = jnp.moveaxis(jax.lax.stop_gradient(out), -1, axis)
+            out = jnp.moveaxis(jax.lax.stop_gradient(out).reshape(moved_shape), last, axes)
         return jnp.where(ok, out, jnp.nan).astype(losses.dtype)
 
     return jax.jit(run)
 
 
 def run(kernel: Kernel, losses, hyper, *, weights, where, axis, want_weights: bool = False):
-    """Validates the arguments and runs ``kernel`` as a reduction along ``axis``.
+    """Validates the arguments and runs ``kernel`` as a reduction over ``axis``.
 
-    ``hyper`` is a tuple of ``(value, ok)`` pairs from :func:`_checks.scalar`. Returns
-    the value (``losses.shape`` without ``axis``) or, with ``want_weights``, the
-    worst-case weights shaped like ``losses``; both in the dtype of ``losses``.
+    ``hyper`` is a tuple of ``(value, ok)`` pairs from :func:`_checks.scalar`; ``axis``
+    an int, a tuple of ints or None (all axes). Returns the value (``losses.shape``
+    without the reduced axes) or, with ``want_weights``, the worst-case weights shaped
+    like ``losses``; both in the dtype of ``losses``.
     """
     losses = _checks.as_float_losses(losses)
-    axis = _checks.normalize_axis(axis, losses.ndim)
+    axes = _checks.normalize_axes(axis, losses.ndim)
+    if math.prod(losses.shape[a] for a in axes) == 0:
+        raise ValueError(
+            f"`losses` has no examples to reduce: shape {losses.shape}, reduced axes {axes}. "
+            "(All-masked or all-zero-weight inputs of positive size give 0.)"
+        )
     ok = jnp.asarray(True)
     if weights is not None:
-        weights, ok = _checks.weights(weights, losses.shape, axis)
+        weights, ok = _checks.weights(weights, losses.shape)
     if where is not None:
         # Masked examples leave the nominal distribution: fold the mask into the weights
         # (one compiled variant for "weighted or masked" instead of one per combination).
@@ -112,4 +126,4 @@ def run(kernel: Kernel, losses, hyper, *, weights, where, axis, want_weights: bo
     for _, h_ok in hyper:
         ok = ok & h_ok
     values = tuple(v for v, _ in hyper)
-    return _compiled(kernel, len(hyper), want_weights, axis)(losses, weights, ok, *values)
+    return _compiled(kernel, len(hyper), want_weights, axes, losses.ndim)(losses, weights, ok, *values)

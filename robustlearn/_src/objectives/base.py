@@ -2,9 +2,12 @@ r"""The Objective interface: what the trainer minimizes, in the optax style.
 
 An :class:`Objective` is a NamedTuple of two pure functions:
 
-* ``init(key) -> state``: the objective's own state (``()`` for stateless ones; online
-  group weights or dual variables for stateful ones).
-* ``loss(loss_fn, params, batch, state, key) -> (value, (state, metrics))``.
+* ``init(key) -> state``: the objective's own state. Hyperparameters live there as
+  arrays (``state.hyperparams``, as in ``optax.inject_hyperparams``), so two objectives
+  that differ only in a hyperparameter trace to the same program and a grid over it
+  compiles once; online group weights or dual variables sit beside them.
+* ``loss(loss_fn, params, batch, state, key) -> (value, (state, metrics))``: one
+  training step's value and the next state.
 
 ``loss_fn(params, batch) -> losses`` returns the per-example losses of shape ``(n,)``.
 Passing the function rather than the loss vector lets an objective evaluate it at other
@@ -14,18 +17,23 @@ A batch is a dict of arrays with a leading example axis; the keys an objective r
 * ``"mask"`` (bool): padding examples are False and leave the nominal distribution;
 * ``"weight"`` (float, optional): nominal weights ``p ∝ weight`` (e.g. importance weights).
 
-``value`` is the scalar to differentiate; ``metrics`` is a dict of scalars for logging.
+``value`` is the scalar to differentiate; ``metrics`` is a dict of scalars (or small
+arrays, such as group weights) for logging. ``evaluate(loss_fn, params, batch, state,
+key) -> (value, metrics)`` computes the same value without advancing the state
+(validation).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from robustlearn import _reductions
+from robustlearn._src.reductions import api as _reductions
+from robustlearn._src.reductions.registry import Reduction
+from robustlearn._src.reductions.registry import get as _get_reduction
 
 Batch = dict[str, jax.Array]
 LossFn = Callable[[Any, Batch], jax.Array]
@@ -35,68 +43,99 @@ class Objective(NamedTuple):
     """A training objective: ``init(key) -> state`` and ``loss(loss_fn, params, batch, state, key)``.
 
     Attributes:
-        init: builds the objective's state from a PRNG key.
+        init: builds the objective's state (hyperparameters as arrays included) from a
+            PRNG key.
         loss: returns ``(value, (new_state, metrics))``; ``value`` is a scalar.
         name: a short human-readable description, e.g. ``"cvar(alpha=0.1)"``.
-        spec: ``(reduction, hyperparameters)`` for objectives built by
-            :func:`from_reduction` (solvers that exploit the structure read it), else None.
-        check: optional ``check(data)`` that validates a whole concrete dataset (e.g.
+        hyperparams: the hyperparameters as Python numbers (for names, configuration
+            records and checkpoints; the traced copies live in the state).
+        reduction: the registry record for objectives built by :func:`from_reduction`,
+            else None.
+        smooth: whether the value is differentiable in the parameters for a smooth model
+            (``fit_linear`` minimizes smooth objectives directly by L-BFGS).
+        check: optional ``check(data)`` that validates a whole concrete training set (e.g.
             group ids in range) and raises ``ValueError``/``TypeError``; the trainer calls
             it once per ``fit``, before compiling.
+        evaluate: optional ``evaluate(loss_fn, params, batch, state, key) -> (value,
+            metrics)`` that does not advance the state; default: ``loss`` with its new
+            state discarded.
+        requires: batch keys the objective reads besides ``"x"``, ``"y"`` and ``"mask"``
+            (required of training data only).
     """
 
     init: Callable[[jax.Array], Any]
     loss: Callable[..., tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
     name: str
-    spec: tuple | None = None
+    hyperparams: Mapping[str, Any] = {}
+    reduction: Reduction | None = None
+    smooth: bool = True
     check: Callable[[dict], None] | None = None
+    evaluate: Callable[..., tuple[jax.Array, dict[str, jax.Array]]] | None = None
+    requires: tuple[str, ...] = ()
+
+    def eval_loss(self, loss_fn, params, batch, state, key):
+        """``(value, metrics)`` without advancing the state (``evaluate`` or ``loss``)."""
+        if self.evaluate is not None:
+            return self.evaluate(loss_fn, params, batch, state, key)
+        value, (_, metrics) = self.loss(loss_fn, params, batch, state, key)
+        return value, metrics
 
 
-def _stateless_init(key):
-    del key
-    return ()
+class ReductionState(NamedTuple):
+    """State of a reduction objective: its hyperparameters as arrays of the default float dtype."""
+
+    hyperparams: dict[str, jax.Array]
 
 
-def from_reduction(reduction: Callable[..., jax.Array], name: str, **hyper: float) -> Objective:
-    r"""Wraps a reduction ``reduction(losses, **hyper, weights=, where=)`` as an Objective.
+def from_reduction(reduction: str | Reduction, **hyperparams: float) -> Objective:
+    r"""The Objective that minimizes a registered reduction of the per-example losses.
 
     .. math::
 
         \text{value}(\theta) = R\big(\ell(\theta; z_1), \dots, \ell(\theta; z_n)\big)
 
     with :math:`R` the reduction over the batch, the batch's ``"weight"`` as the nominal
-    weights and its ``"mask"`` as ``where``. Metrics: ``objective`` (the value) and
-    ``mean_loss`` (the plain average over unmasked examples).
+    weights and its ``"mask"`` as ``where``. The hyperparameters are validated now and
+    kept in the state as arrays (:class:`ReductionState`). Metrics: ``objective`` (the
+    value) and ``mean_loss`` (the plain average over unmasked examples).
 
     Args:
-        reduction: a function of a loss vector, such as :func:`robustlearn.cvar`.
-        name: description used in logs and histories.
-        **hyper: hyperparameters passed to ``reduction`` (validated now).
+        reduction: a name from :data:`robustlearn.REDUCTIONS` (e.g. ``"cvar"``) or its
+            record.
+        **hyperparams: the reduction's hyperparameters by name.
 
     Returns:
-        An :class:`Objective` with empty state.
+        An :class:`Objective`.
 
     Examples:
-        >>> import jax, jax.numpy as jnp
+        >>> import jax.numpy as jnp
         >>> import robustlearn as rl
-        >>> obj = rl.objectives.from_reduction(rl.cvar, "cvar", alpha=0.5)
+        >>> obj = rl.objectives.from_reduction("cvar", alpha=0.5)
         >>> loss_fn = lambda params, batch: (batch["x"] - params) ** 2
-        >>> value, (state, metrics) = obj.loss(loss_fn, 0.0, {"x": jnp.arange(4.0)}, (), None)
+        >>> value, (state, metrics) = obj.loss(loss_fn, 0.0, {"x": jnp.arange(4.0)}, obj.init(None), None)
         >>> float(value), float(metrics["mean_loss"])
         (6.5, 3.5)
     """
-    # Validate hyperparameters now, at construction, with a tiny probe.
-    reduction(jnp.zeros((1,), jnp.float32), **hyper)
+    record = _get_reduction(reduction) if isinstance(reduction, str) else reduction
+    values = record.bind((), hyperparams)
+    record.check(*values)  # concrete values: raises now, naming the argument and its range
+    config = {name: float(v) for name, v in zip(record.hyper_names, values, strict=True)}
+
+    def init(key):
+        del key
+        # The default float dtype: float64 with jax_enable_x64, else float32.
+        return ReductionState({k: jnp.asarray(v, jnp.result_type(float)) for k, v in config.items()})
 
     def loss(loss_fn, params, batch, state, key):
         del key
         losses = loss_fn(params, batch)
         mask = batch.get("mask")
-        value = reduction(losses, **hyper, weights=batch.get("weight"), where=mask)
+        value = record.value(losses, **state.hyperparams, weights=batch.get("weight"), where=mask)
         metrics = {"objective": value, "mean_loss": _reductions.erm(losses, where=mask)}
         return value, (state, metrics)
 
-    return Objective(_stateless_init, loss, name, (reduction, dict(hyper)))
+    name = f"{record.name}(" + ", ".join(f"{k}={v!r}" for k, v in config.items()) + ")"
+    return Objective(init, loss, name, config, record, record.smooth)
 
 
 def erm() -> Objective:
@@ -105,7 +144,7 @@ def erm() -> Objective:
     Returns:
         An :class:`Objective` (see :func:`from_reduction`).
     """
-    return from_reduction(_reductions.erm, "erm()")
+    return from_reduction("erm")
 
 
 def cvar(alpha: float) -> Objective:
@@ -117,7 +156,7 @@ def cvar(alpha: float) -> Objective:
     Returns:
         An :class:`Objective` (see :func:`from_reduction`).
     """
-    return from_reduction(_reductions.cvar, f"cvar(alpha={alpha!r})", alpha=alpha)
+    return from_reduction("cvar", alpha=alpha)
 
 
 def chi_square(radius: float) -> Objective:
@@ -129,7 +168,7 @@ def chi_square(radius: float) -> Objective:
     Returns:
         An :class:`Objective` (see :func:`from_reduction`).
     """
-    return from_reduction(_reductions.chi_square, f"chi_square(radius={radius!r})", radius=radius)
+    return from_reduction("chi_square", radius=radius)
 
 
 def kl(radius: float) -> Objective:
@@ -141,7 +180,7 @@ def kl(radius: float) -> Objective:
     Returns:
         An :class:`Objective` (see :func:`from_reduction`).
     """
-    return from_reduction(_reductions.kl, f"kl(radius={radius!r})", radius=radius)
+    return from_reduction("kl", radius=radius)
 
 
 def cressie_read(radius: float, k: float) -> Objective:
@@ -154,7 +193,19 @@ def cressie_read(radius: float, k: float) -> Objective:
     Returns:
         An :class:`Objective` (see :func:`from_reduction`).
     """
-    return from_reduction(_reductions.cressie_read, f"cressie_read(radius={radius!r}, k={k!r})", radius=radius, k=k)
+    return from_reduction("cressie_read", radius=radius, k=k)
+
+
+def tv(radius: float) -> Objective:
+    """Objective minimizing :func:`robustlearn.tv` of the per-example losses.
+
+    Args:
+        radius: ball radius (fraction of mass moved), in ``[0, 1]``.
+
+    Returns:
+        An :class:`Objective` (see :func:`from_reduction`).
+    """
+    return from_reduction("tv", radius=radius)
 
 
 def chi_square_penalty(lam: float) -> Objective:
@@ -166,7 +217,7 @@ def chi_square_penalty(lam: float) -> Objective:
     Returns:
         An :class:`Objective` (see :func:`from_reduction`).
     """
-    return from_reduction(_reductions.chi_square_penalty, f"chi_square_penalty(lam={lam!r})", lam=lam)
+    return from_reduction("chi_square_penalty", lam=lam)
 
 
 def kl_penalty(lam: float) -> Objective:
@@ -178,7 +229,7 @@ def kl_penalty(lam: float) -> Objective:
     Returns:
         An :class:`Objective` (see :func:`from_reduction`).
     """
-    return from_reduction(_reductions.kl_penalty, f"kl_penalty(lam={lam!r})", lam=lam)
+    return from_reduction("kl_penalty", lam=lam)
 
 
 def importance_weighted(*, self_normalize: bool = True) -> Objective:
@@ -201,6 +252,14 @@ def importance_weighted(*, self_normalize: bool = True) -> Objective:
 
     Returns:
         An :class:`Objective` with empty state; it requires ``"weight"`` in the batch.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import robustlearn as rl
+        >>> obj = rl.objectives.importance_weighted()
+        >>> batch = {"x": jnp.array([1.0, 3.0]), "weight": jnp.array([3.0, 1.0])}
+        >>> float(obj.loss(lambda p, b: b["x"], None, batch, obj.init(None), None)[0])
+        1.5
     """
     if not isinstance(self_normalize, bool):
         raise TypeError(f"`self_normalize` must be a bool; got {self_normalize!r}.")
@@ -225,4 +284,10 @@ def importance_weighted(*, self_normalize: bool = True) -> Objective:
         metrics = {"objective": value, "mean_loss": _reductions.erm(losses, where=mask)}
         return value, (state, metrics)
 
-    return Objective(_stateless_init, loss, f"importance_weighted(self_normalize={self_normalize})", None, check)
+    name = f"importance_weighted(self_normalize={self_normalize})"
+    return Objective(_stateless_init, loss, name, {"self_normalize": self_normalize}, check=check, requires=("weight",))
+
+
+def _stateless_init(key):
+    del key
+    return ()

@@ -23,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from robustlearn import _checks, _reductions
-from robustlearn._objectives import Objective
+from robustlearn._src import checks as _checks
+from robustlearn._src.objectives.base import Objective
+from robustlearn._src.reductions import api as _reductions
 
 
 def group_means(
@@ -210,7 +211,8 @@ def group_dro(
         return value, (GroupDROState(q), metrics)
 
     name = f"group_dro(num_groups={num_groups}, step_size={step_size!r}, adjustment={adjustment!r}, key={key!r})"
-    return Objective(init, loss, name, None, check)
+    config = {"num_groups": num_groups, "step_size": step_size, "adjustment": adjustment, "key": key}
+    return Objective(init, loss, name, config, check=check, requires=(key,))
 
 
 def worst_group(num_groups: int, *, key: str = "group") -> Objective:
@@ -258,4 +260,6 @@ def worst_group(num_groups: int, *, key: str = "group") -> Objective:
         metrics = {"objective": value, "mean_loss": _reductions.erm(losses, where=mask), "worst_group_loss": value}
         return value, (state, metrics)
 
-    return Objective(init, loss, f"worst_group(num_groups={num_groups}, key={key!r})", None, check)
+    name = f"worst_group(num_groups={num_groups}, key={key!r})"
+    config = {"num_groups": num_groups, "key": key}
+    return Objective(init, loss, name, config, smooth=False, check=check, requires=(key,))

@@ -34,9 +34,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from robustlearn import _checks
-from robustlearn._objectives import Objective
-from robustlearn._rootfind import increasing_root
+from robustlearn._src import checks as _checks
+from robustlearn._src.objectives.base import Objective
+from robustlearn._src.reductions.rootfind import increasing_root
 
 
 def sample_cloud_dual(
@@ -139,4 +139,6 @@ def sinkhorn(radius: float, eps: float, *, num_samples: int = 32, input_key: str
         }
         return value, (state, metrics)
 
-    return Objective(lambda key: (), loss, f"sinkhorn(radius={radius!r}, eps={eps!r}, num_samples={num_samples})")
+    name = f"sinkhorn(radius={radius!r}, eps={eps!r}, num_samples={num_samples})"
+    config = {"radius": radius, "eps": eps, "num_samples": num_samples, "input_key": input_key}
+    return Objective(lambda key: (), loss, name, config)

@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from robustlearn import _checks, _reductions
-from robustlearn._objectives import Batch, LossFn, Objective
+from robustlearn._src import checks as _checks
+from robustlearn._src.objectives.base import Batch, LossFn, Objective
+from robustlearn._src.reductions import api as _reductions
 
 
 def _validate(gamma, steps, step_size):
@@ -135,7 +136,8 @@ def wrm(gamma: float, *, steps: int = 15, step_size: float | None = None, input_
         }
         return value, (state, metrics)
 
-    return Objective(lambda key: (), loss, f"wrm(gamma={gamma!r}, steps={steps})")
+    config = {"gamma": gamma, "steps": steps, "step_size": step_size, "input_key": input_key}
+    return Objective(lambda key: (), loss, f"wrm(gamma={gamma!r}, steps={steps})", config)
 
 
 def wrm_certificate(surrogate_mean: ArrayLike, gamma: float, rho: ArrayLike) -> jax.Array:

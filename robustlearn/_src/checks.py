@@ -36,10 +36,24 @@ def as_float_losses(losses, name: str = "losses") -> jax.Array:
 def normalize_axis(axis, ndim: int) -> int:
     """Returns ``axis`` as a non-negative int, or raises a ValueError."""
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"`axis` must be an int; got {axis!r}.")
+        raise TypeError(f"`axis` must be an int, a tuple of ints or None; got {axis!r}.")
     if not -ndim <= axis < ndim:
         raise ValueError(f"`axis` must be in [{-ndim}, {ndim - 1}] for losses of rank {ndim}; got {axis}.")
     return int(axis) % ndim
+
+
+def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
+    """``axis`` (an int, a tuple of ints, or None for all) as sorted non-negative ints."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, tuple | list):
+        axes = tuple(normalize_axis(a, ndim) for a in axis)
+        if not axes:
+            raise ValueError("`axis` must name at least one axis; got an empty tuple.")
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"`axis` names an axis twice: {axis!r}.")
+        return tuple(sorted(axes))
+    return (normalize_axis(axis, ndim),)
 
 
 def scalar(
@@ -99,11 +113,12 @@ def mask(where, shape) -> jax.Array:
     return jnp.broadcast_to(where, shape)
 
 
-def weights(w, shape, axis: int) -> tuple[jax.Array, jax.Array]:
+def weights(w, shape) -> tuple[jax.Array, jax.Array]:
     """Validates nominal ``weights`` and broadcasts them to ``shape``.
 
-    Concrete weights must be finite, non-negative, with positive total along ``axis``.
-    Returns the weights and a traced flag that is False when (traced) weights are invalid.
+    Concrete weights must be finite and non-negative (an all-zero slice leaves no example,
+    like an all-False mask). Returns the weights and a traced flag that is False when
+    (traced) weights are invalid.
     """
     if not is_traced(w):
         arr = np.asarray(w)
@@ -113,8 +128,6 @@ def weights(w, shape, axis: int) -> tuple[jax.Array, jax.Array]:
         arr = np.broadcast_to(arr.astype(np.float64), shape)
         if not np.all(np.isfinite(arr)) or np.any(arr < 0):
             raise ValueError("`weights` must be finite and in [0, inf); got negative or non-finite entries.")
-        if shape[axis] > 0 and np.any(np.sum(arr, axis=axis) <= 0):
-            raise ValueError("`weights` must have a positive total along `axis`; got all zeros.")
     else:
         broadcastable("weights", w, shape)
     w = jnp.broadcast_to(jnp.asarray(w), shape)

@@ -1,0 +1,1 @@
+"""Private implementation; the public names live in the ``robustlearn`` namespaces."""
