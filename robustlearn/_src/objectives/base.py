@@ -61,6 +61,11 @@ class Objective(NamedTuple):
             state discarded.
         requires: batch keys the objective reads besides ``"x"``, ``"y"`` and ``"mask"``
             (required of training data only).
+        smoothed: for non-smooth objectives, ``smoothed(loss_fn, params, batch, state, aux,
+            tau) -> value``: smooth in the parameters and in auxiliary variables ``aux``,
+            and within ``O(tau)`` of the value once minimized over ``aux``; ``fit_linear``
+            minimizes it for a decreasing ``tau`` (continuation).
+        aux_init: ``aux_init(dtype)``, the starting ``aux`` of ``smoothed``.
     """
 
     init: Callable[[jax.Array], Any]
@@ -72,6 +77,8 @@ class Objective(NamedTuple):
     check: Callable[[dict], None] | None = None
     evaluate: Callable[..., tuple[jax.Array, dict[str, jax.Array]]] | None = None
     requires: tuple[str, ...] = ()
+    smoothed: Callable[..., jax.Array] | None = None
+    aux_init: Callable[[Any], Any] | None = None
 
     def eval_loss(self, loss_fn, params, batch, state, key):
         """``(value, metrics)`` without advancing the state (``evaluate`` or ``loss``)."""
@@ -134,8 +141,21 @@ def from_reduction(reduction: str | Reduction, **hyperparams: float) -> Objectiv
         metrics = {"objective": value, "mean_loss": _reductions.erm(losses, where=mask)}
         return value, (state, metrics)
 
+    smoothed = None
+    if record.smoothed is not None:
+
+        def smoothed(loss_fn, params, batch, state, aux, tau):
+            losses = loss_fn(params, batch)
+            w = jnp.ones(losses.shape, losses.dtype) if batch.get("weight") is None else batch["weight"]
+            if batch.get("mask") is not None:
+                w = jnp.where(batch["mask"], w, 0)
+            p = w / jnp.sum(w)
+            values = (state.hyperparams[name] for name in record.hyper_names)
+            return record.smoothed(losses, p, aux, tau, *values)
+
     name = f"{record.name}(" + ", ".join(f"{k}={v!r}" for k, v in config.items()) + ")"
-    return Objective(init, loss, name, config, record, record.smooth)
+    aux_init = record.aux_init
+    return Objective(init, loss, name, config, record, record.smooth, smoothed=smoothed, aux_init=aux_init)
 
 
 def erm() -> Objective:
