@@ -370,3 +370,18 @@ def test_model_collapse_replace_drifts_more_than_accumulate():
         for mode in ("replace", "accumulate")
     }
     assert drift["replace"] > drift["accumulate"]
+
+
+def test_scenario_cards_print_floor_ceiling_and_a_consistent_gap_verdict(capsys):
+    from benchmarks.scenarios import __main__ as cards
+
+    assert cards.main(["--variant", "support_cut_no_real", "--seeds", "2"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| support_cut_no_real")]
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    metric, floor, erm, ceiling, diff, half, gap = cells[1:8]
+    assert metric == "worst_group_accuracy"
+    floor, erm, ceiling, diff, half = map(float, (floor, erm, ceiling, diff, half))
+    assert 0 <= floor <= 1 and 0 <= ceiling <= 1
+    assert erm == floor  # no real rows: ERM on the training rows is the floor
+    assert diff == pytest.approx(ceiling - floor, abs=2e-3)
+    assert gap == ("yes" if diff > half else "no")

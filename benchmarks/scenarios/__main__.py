@@ -182,10 +182,14 @@ def card(variant: str, seeds, quick: bool, learner: str, epochs: int, overrides:
     return row
 
 
-def _interval(values):
-    from robustlearn._src.benchmark import _interval as interval
+def _interval(values) -> tuple[float, float]:
+    """Mean and 95% Student-t half-width (NaN with fewer than 2 values)."""
+    from scipy import stats
 
-    return interval(values)
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return float(v.mean()), float("nan")
+    return float(v.mean()), float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
 
 
 def main(argv=None) -> int:
