@@ -10,10 +10,25 @@ from benchmarks.scenarios._adult import load_adult
 from benchmarks.scenarios.images import _digits, _mnist5k
 
 NAMES = sorted(SCENARIOS)
+LEARNED = ("copula_adult", "mode_dropping", "vae_digits")  # scenarios with a learned generator
+ADULT = ("copula_adult", "label_noise", "mode_dropping", "support_cut")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cache(tmp_path_factory):
+    """One cache directory per test session (so the cVAE trains once), never the user's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROBUSTLEARN_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "robustlearn-bench-cache"))
+    yield
+    mp.undo()
 
 
 @functools.cache
 def build(name: str, seed: int = 0, **kwargs) -> Scenario:
+    if name in LEARNED:
+        kwargs = {"quality": False} | kwargs  # quality numbers: tests/test_generators.py
+    if name == "vae_digits":
+        kwargs = {"n_synthetic": 1000} | kwargs  # the size tests/test_generators.py uses: one cVAE training
     return SCENARIOS[name](seed, True, **kwargs)
 
 
@@ -45,12 +60,18 @@ def test_contract_shapes_and_dtypes(name):
         if n:
             assert arrays["y"].min() >= 0 and arrays["y"].max() < s.num_classes
             assert arrays["group"].min() >= 0 and arrays["group"].max() < s.num_groups
-        if split == "synthetic":
+        if split in ("synthetic", "synthetic_val"):
             assert n > 0 and np.all(arrays["source"] >= 1)
         else:
             assert np.all(arrays["source"] == 0)
         assert len(s.info["row_ids"][split]) == n
     assert len(s.info["feature_names"]) == d
+    metric, maximize = s.info["primary_metric"]
+    assert metric in ("accuracy", "worst_group_accuracy", "loss") and maximize == (metric != "loss")
+    assert isinstance(s.info["training_rows"], str) and s.info["n_real_train"] == len(s.splits["real_train"]["y"])
+    assert s.info["negative_control"] is False or isinstance(s.info["negative_control"], str)
+    if s.info["negative_control"]:
+        assert "negative control" in s.prediction.lower() or "does not grow" in s.prediction
     for split in ("real_val", "real_test", "real_full_train"):
         assert s.splits[split]["x"].shape[0] > 0
     assert sum(len(s.splits[k]["y"]) for k in SPLIT_NAMES) <= 12000  # quick sizes stay small
@@ -67,6 +88,27 @@ def test_real_test_disjoint_from_every_other_split(name):
             assert test_ids.isdisjoint(ids[split].tolist()), split
     assert set(ids["real_train"].tolist()) <= set(ids["real_full_train"].tolist())
     assert set(ids["real_val"].tolist()).isdisjoint(ids["real_full_train"].tolist())
+    # Resampled real rows in the synthetic splits come from real_full_train, and the held-out synthetic split
+    # shares none of them with the synthetic training split.
+    syn, syn_val = ids["synthetic"][ids["synthetic"] >= 0], ids["synthetic_val"][ids["synthetic_val"] >= 0]
+    assert set(syn.tolist()) | set(syn_val.tolist()) <= set(ids["real_full_train"].tolist())
+    assert set(syn.tolist()).isdisjoint(syn_val.tolist())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_synthetic_val_is_held_out_generated_data(name):
+    s = build(name)
+    a, b = s.splits["synthetic"], s.splits["synthetic_val"]
+    assert 0 < len(b["y"]) <= len(a["y"])
+    rows_a = {r.tobytes() for r in a["x"]}
+    shared = sum(r.tobytes() in rows_a for r in b["x"])
+    # Adult's generators only produce seen values, and Adult has many equal feature vectors of different people:
+    # a few equal rows are expected there. Image generators essentially never repeat one.
+    assert shared <= (0.1 if name in ADULT else 0.01) * len(b["y"]), shared
+    # Same generator: class frequencies of the two splits agree within binomial noise.
+    pa = np.bincount(a["y"], minlength=s.num_classes) / len(a["y"])
+    pb = np.bincount(b["y"], minlength=s.num_classes) / len(b["y"])
+    assert np.all(np.abs(pa - pb) <= 4 * np.sqrt(pa * (1 - pa) / len(b["y"])) + 1e-9)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -75,7 +117,7 @@ def test_row_ids_point_at_the_rows_they_claim(name):
     s = build(name)
     for split in ("real_train", "real_val", "real_test", "real_full_train"):
         ids = s.info["row_ids"][split]
-        if name in ("mode_dropping", "label_noise", "support_cut"):
+        if name in ADULT:
             adult = load_adult()
             expect_x, expect_y = adult.x[ids], adult.y[ids]
         elif name == "colored_mnist":
@@ -109,10 +151,14 @@ def test_standardized_with_synthetic_and_real_train_only(name):
     np.testing.assert_allclose(std[varying], 1.0, atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["mode_dropping", "label_noise", "colored_mnist", "sim_to_real_digits"])
-def test_deterministic_in_seed_and_seeds_differ(name):
+@pytest.mark.parametrize(
+    "name", ["mode_dropping", "copula_adult", "label_noise", "colored_mnist", "sim_to_real_digits"]
+)
+def test_deterministic_in_seed_and_seeds_differ(name, monkeypatch):
+    monkeypatch.setenv("ROBUSTLEARN_BENCH_CACHE", "off")  # regenerate: a cache hit would prove nothing
     kw = {"n_synthetic": 300} if name == "sim_to_real_digits" else {}  # rendering is the slow part
-    a, b, c = build(name, 0, **kw), SCENARIOS[name](0, True, **kw), build(name, 1, **kw)
+    kw |= {"quality": False} if name in LEARNED else {}
+    a, b, c = SCENARIOS[name](0, True, **kw), SCENARIOS[name](0, True, **kw), SCENARIOS[name](1, True, **kw)
     for split in SPLIT_NAMES:
         for key in ("x", "y", "group", "source"):
             np.testing.assert_array_equal(a.splits[split][key], b.splits[split][key])
@@ -127,33 +173,39 @@ def test_model_collapse_and_support_cut_deterministic():
         assert not np.array_equal(a.splits["synthetic"]["x"][:20], build(name, 1).splits["synthetic"]["x"][:20])
 
 
-def test_mode_dropping_starves_the_dropped_components():
+def test_mode_dropping_removes_the_mode_from_synthetic_data_only():
     s = build("mode_dropping")
-    k = len(s.info["component_weights"][0])
-    dropped = s.info["dropped_groups"]
-    assert len(dropped) == 2  # one per class by default
-    # the generator never samples a dropped component ...
-    sampled_groups = s.splits["synthetic"]["y"] * k + s.info["sampled_component"]
-    assert not np.isin(sampled_groups, dropped).any()
-    # ... and the dropped sub-populations are (nearly) absent from synthetic but present in real test
-    syn = np.bincount(s.splits["synthetic"]["group"], minlength=s.num_groups) / len(s.splits["synthetic"]["y"])
-    test = np.bincount(s.splits["real_test"]["group"], minlength=s.num_groups) / len(s.splits["real_test"]["y"])
-    for g in dropped:
-        assert test[g] >= 0.01, (g, test[g])
-        assert syn[g] <= 0.1 * test[g], (g, syn[g], test[g])
-    kept = [g for g in range(s.num_groups) if g not in dropped and test[g] >= 0.02]
-    assert all(syn[g] > 0 for g in kept)
-    # the dropped components are the smallest ones of weight >= min_weight
-    for c, comp in s.info["dropped_components"]:
-        w = s.info["component_weights"][c]
-        assert w[comp] >= 0.05 and all(w[j] >= w[comp] for j in range(k) if w[j] >= 0.05)
+    feature, value, label = s.info["mode"]
+    j = s.info["feature_names"].index(feature)
+    for split in SPLIT_NAMES:  # groups recomputed from the raw features: 1 = in the mode
+        x, y = raw_x(s, split), s.splits[split]["y"]
+        in_mode = (np.abs(x[:, j] - value) < 1e-3) & (y == label)
+        np.testing.assert_array_equal(s.splits[split]["group"], in_mode.astype(np.int32), err_msg=split)
+    assert s.num_groups == 2
+    assert s.splits["synthetic"]["group"].sum() == 0 and s.splits["synthetic_val"]["group"].sum() == 0
+    # The mode is large in real data (married people earning <=50K: about a quarter), so its accuracy is measured
+    # on hundreds of test rows.
+    assert 0.15 <= s.splits["real_test"]["group"].mean() <= 0.4
+    assert (s.splits["real_test"]["group"] == 1).sum() >= 300
+    # Class frequencies stay the real ones, so the mode's rows were replaced by other rows of the same class.
+    p_real = s.splits["real_full_train"]["y"].mean()
+    assert abs(s.splits["synthetic"]["y"].mean() - p_real) <= 1e-3
+    # Outside the mode, the synthetic rows are the learned copula's: e.g. the rate of `feature` in the other class
+    # matches the real one within binomial noise.
+    other = 1 - label
+    syn = raw_x(s, "synthetic")[s.splits["synthetic"]["y"] == other, j]
+    real = raw_x(s, "real_full_train")[s.splits["real_full_train"]["y"] == other, j]
+    assert abs(syn.mean() - real.mean()) <= binomial_tol(real.mean(), len(syn)) + binomial_tol(real.mean(), len(real))
+    assert s.info["training_rows"].endswith("only (no real rows)") and s.info["negative_control"]
 
 
-def test_mode_dropping_more_drops_starve_more_groups():
-    s = build("mode_dropping", n_drop=2)
-    assert len(s.info["dropped_groups"]) == 4
-    syn = np.bincount(s.splits["synthetic"]["group"], minlength=s.num_groups)
-    assert syn[s.info["dropped_groups"]].sum() <= 0.02 * len(s.splits["synthetic"]["y"])
+def test_mode_dropping_small_real_set_shows_the_mode_in_its_real_proportion():
+    s = build("mode_dropping", n_real_train=100)
+    assert len(s.splits["real_train"]["y"]) == 100 and "real_train (100" in s.info["training_rows"]
+    p = s.splits["real_full_train"]["group"].mean()
+    assert abs(s.splits["real_train"]["group"].mean() - p) <= binomial_tol(p, 100)
+    with pytest.raises(ValueError, match="mode feature"):
+        SCENARIOS["mode_dropping"](0, True, mode=("nope", 1.0, 0), quality=False)
 
 
 def test_label_noise_flips_exactly_where_info_says():
@@ -172,6 +224,16 @@ def test_label_noise_flips_exactly_where_info_says():
     # the flipped rows are a random subset: their clean-label rate matches the others' within binomial noise
     p = clean.mean()
     assert abs(clean[flipped].mean() - p) <= binomial_tol(p, int(flipped.sum()))
+    # the held-out synthetic split has the same flaw
+    val = s.splits["synthetic_val"]
+    assert s.info["flipped_val"].sum() == round(0.2 * len(val["y"]))
+    np.testing.assert_array_equal(val["y"] != s.info["clean_y_val"], s.info["flipped_val"])
+    np.testing.assert_array_equal(s.info["clean_y_val"], adult.y[s.info["row_ids"]["synthetic_val"]])
+    assert (
+        "Linear learner (negative control)" in s.prediction
+        and "MLP" in s.prediction
+        and s.info["negative_control"] == "linear learner only"
+    )
 
 
 def test_support_cut_removes_the_region_from_synthetic_only():
@@ -183,7 +245,7 @@ def test_support_cut_removes_the_region_from_synthetic_only():
         np.testing.assert_allclose(age, s.info["raw_age"][split], atol=1e-3)
         inside = (age >= lo - 1e-3) & (age < hi - 1e-3)
         np.testing.assert_array_equal(s.splits[split]["group"], inside.astype(np.int32))
-    assert s.splits["synthetic"]["group"].sum() == 0
+    assert s.splits["synthetic"]["group"].sum() == 0 and s.splits["synthetic_val"]["group"].sum() == 0
     assert s.splits["real_test"]["group"].mean() >= 0.1
     assert s.splits["real_train"]["group"].sum() > 0  # the small real set covers the region
 
@@ -200,13 +262,13 @@ def test_support_cut_real_train_size_parameter():
 @pytest.mark.parametrize("real_agreement", [0.5, 0.1])
 def test_colored_mnist_colour_label_agreement_rates(real_agreement):
     s = build("colored_mnist", real_agreement=real_agreement)
-    for split in ("synthetic", "real_val", "real_test", "real_full_train"):
+    for split in ("synthetic", "synthetic_val", "real_val", "real_test", "real_full_train"):
         x = raw_x(s, split).reshape(len(s.splits[split]["y"]), 2, -1)
         colour = (x[:, 1].sum(axis=1) > x[:, 0].sum(axis=1)).astype(int)  # the channel that holds the ink
         y = s.splits[split]["y"]
         np.testing.assert_array_equal(colour, s.info["colour"][split])
         np.testing.assert_array_equal(s.splits[split]["group"], 2 * y + colour)
-        stated = 0.9 if split == "synthetic" else real_agreement
+        stated = 0.9 if split.startswith("synthetic") else real_agreement
         rate = np.mean(colour == y)
         assert abs(rate - stated) <= binomial_tol(stated, len(y)), (split, rate, stated)
     # the label itself is balanced enough that colour alone is not the label
@@ -234,24 +296,71 @@ def test_sim_to_real_digits_rendering_and_real_train():
 @pytest.mark.parametrize("mode", ["replace", "accumulate", "mix"])
 def test_model_collapse_generations(mode):
     s = build("model_collapse", mode=mode, generations=4, n_per_generation=300)
-    syn = s.splits["synthetic"]
+    syn, val = s.splits["synthetic"], s.splits["synthetic_val"]
     assert s.info["generations"] == 4 and s.info["mode"] == mode
     np.testing.assert_array_equal(np.bincount(syn["source"])[1:], [300] * 4)
+    np.testing.assert_array_equal(np.bincount(val["source"])[1:], [60] * 4)
     sizes = s.info["fit_sizes"]
     n_real = len(s.splits["real_full_train"]["y"])
     if mode == "accumulate":
         assert sizes == [n_real + 300 * g for g in range(4)]
-    else:
+    elif mode == "replace":
         assert sizes == [n_real] + [300] * 3
-    assert s.info["mean_drift"][0] == 0.0  # generation 0 is fitted on the real data itself
+    else:
+        assert sizes == [300 * t for t in range(1, 5)]  # the model after round t is fitted on rounds 1..t
+    if mode != "mix":
+        assert s.info["mean_drift"][0] == 0.0  # generation 0 is fitted on the real data itself
+        assert s.info["alpha"] is None and s.info["generated"].all()
     for g in range(1, 5):
         sub = take_generations(s, g)
         assert sub.splits["synthetic"]["source"].max() == g and len(sub.splits["synthetic"]["y"]) == 300 * g
+        assert sub.splits["synthetic_val"]["source"].max() == g and len(sub.splits["synthetic_val"]["y"]) == 60 * g
+        assert len(sub.info["generated"]) == 300 * g and len(sub.info["row_ids"]["synthetic_val"]) == 60 * g
         last = take_generations(s, g, only_last=True)
         assert np.all(last.splits["synthetic"]["source"] == g)
         assert sub.splits["real_test"] is s.splits["real_test"]
     with pytest.raises(ValueError):
         take_generations(s, 5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
+def test_model_collapse_mix_follows_amin_et_al(alpha):
+    """alpha is the synthetic fraction; round 1 is real; each model is fitted on all rounds so far."""
+    s = build("model_collapse", mode="mix", alpha=alpha, generations=4, n_per_generation=300)
+    assert s.info["alpha"] == alpha
+    gen = s.splits["synthetic"]["source"]
+    generated = s.info["generated"]
+    np.testing.assert_array_equal(generated, s.info["row_ids"]["synthetic"] < 0)
+    assert generated[gen == 1].sum() == 0  # round 1: fresh real rows only
+    for t in range(2, 5):
+        assert generated[gen == t].sum() == round(alpha * 300)  # exactly alpha of every later round
+    assert s.info["generated_fraction"] == [0.0] + [round(alpha * 300) / 300] * 3
+    # Real rows are real: rebuild them from the digits (through their row ids).
+    xd, yd = _digits()
+    rows = s.info["row_ids"]["synthetic"][~generated]
+    np.testing.assert_allclose(raw_x(s, "synthetic")[~generated], xd[rows], atol=1e-3)
+    np.testing.assert_array_equal(s.splits["synthetic"]["y"][~generated], yd[rows])
+    # The model after round t is fitted on the pooled rounds 1..t: its class means, recomputed here from the pooled
+    # raw rows, give the recorded drift from the real class means.
+    x, y = raw_x(s, "synthetic"), s.splits["synthetic"]["y"]
+    full = s.info["row_ids"]["real_full_train"]
+    real_means = np.stack([xd[full][yd[full] == c].mean(0) for c in range(10)])
+    for t in range(1, 5):
+        pooled = gen <= t
+        means = np.stack([x[pooled & (y == c)].mean(0) for c in range(10)])
+        drift = np.mean(np.linalg.norm(means - real_means, axis=1))
+        assert drift == pytest.approx(s.info["mean_drift"][t - 1], rel=1e-3, abs=1e-3)
+    # Held out: synthetic_val's real rows are other real rows than the rounds' (the two splits share none).
+    val_rows = s.info["row_ids"]["synthetic_val"]
+    assert set(val_rows[val_rows >= 0].tolist()).isdisjoint(rows.tolist())
+    assert "alpha" in s.prediction and "Amin" in s.prediction
+
+
+def test_model_collapse_docstring_uses_the_papers_convention():
+    from benchmarks.scenarios import collapse
+
+    doc = " ".join(collapse.__doc__.split())
+    assert "*synthetic* fraction" in doc and "all rounds" in doc and "our adaptation" in doc
 
 
 def test_model_collapse_replace_drifts_more_than_accumulate():
@@ -261,3 +370,18 @@ def test_model_collapse_replace_drifts_more_than_accumulate():
         for mode in ("replace", "accumulate")
     }
     assert drift["replace"] > drift["accumulate"]
+
+
+def test_scenario_cards_print_floor_ceiling_and_a_consistent_gap_verdict(capsys):
+    from benchmarks.scenarios import __main__ as cards
+
+    assert cards.main(["--variant", "support_cut_no_real", "--seeds", "2"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| support_cut_no_real")]
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    metric, floor, erm, ceiling, diff, half, gap = cells[1:8]
+    assert metric == "worst_group_accuracy"
+    floor, erm, ceiling, diff, half = map(float, (floor, erm, ceiling, diff, half))
+    assert 0 <= floor <= 1 and 0 <= ceiling <= 1
+    assert erm == floor  # no real rows: ERM on the training rows is the floor
+    assert diff == pytest.approx(ceiling - floor, abs=2e-3)
+    assert gap == ("yes" if diff > half else "no")

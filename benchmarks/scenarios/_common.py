@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-SPLIT_NAMES = ("synthetic", "real_train", "real_val", "real_test", "real_full_train")
+SPLIT_NAMES = ("synthetic", "synthetic_val", "real_train", "real_val", "real_test", "real_full_train")
 
 
 class Scenario(NamedTuple):
@@ -18,11 +18,14 @@ class Scenario(NamedTuple):
         task: ``"classification"``.
         num_classes: number of classes; labels are in ``[0, num_classes)``.
         num_groups: number of groups for worst-group metrics (0 if none).
-        splits: ``{"synthetic", "real_train", "real_val", "real_test", "real_full_train"}`` each mapping to
-            ``{"x": float32 (n, d), "y": int32 (n,), "group": int32 (n,), "source": int32 (n,)}``; source 0 is
-            real, 1 synthetic (or ``1 + k`` for generation ``k``).
+        splits: ``{"synthetic", "synthetic_val", "real_train", "real_val", "real_test", "real_full_train"}``
+            each mapping to ``{"x": float32 (n, d), "y": int32 (n,), "group": int32 (n,), "source": int32 (n,)}``;
+            source 0 is real, 1 synthetic (or ``1 + k`` for generation or round ``k``). See the package docstring.
         info: scenario-specific facts. Always holds ``"row_ids"`` (per split, int64 indices into the pool of
-            real rows the scenario drew from, -1 for generated rows) and ``"feature_names"``.
+            real rows the scenario drew from, -1 for generated rows), ``"feature_names"``, ``"standardization"``,
+            ``"primary_metric"`` (``(metric, maximize)``), ``"n_real_train"``, ``"negative_control"`` (False, or
+            for which learner or variant it is one) and ``"training_rows"`` (one sentence: which rows a learner
+            trains on). Scenarios with a learned generator add ``"generator"`` (see the package docstring).
     """
 
     name: str
@@ -158,3 +161,11 @@ def class_counts(n: int, priors: np.ndarray) -> np.ndarray:
     short = n - counts.sum()
     counts[np.argsort(-(raw - counts))[:short]] += 1
     return counts
+
+
+def unused_rows(rng: np.random.Generator, pool: np.ndarray, used: np.ndarray, n: int, what: str) -> np.ndarray:
+    """``n`` rows of ``pool`` drawn without replacement among those not in ``used`` (a held-out resample)."""
+    free = np.setdiff1d(pool, used)
+    if n > len(free):
+        raise ValueError(f"{what}: {n} held-out rows asked for, only {len(free)} rows of the pool are unused")
+    return np.sort(rng.choice(free, size=n, replace=False))

@@ -3,9 +3,11 @@ r"""A comparison protocol for objectives on your own data: tune on validation, t
 For every seed and every method (ERM included), each hyperparameter configuration of the
 method's grid is trained on the training split and scored on the validation split; the
 best configuration is evaluated **once** on the test split. Every method gets the same
-grid budget treatment, and the test arrays are checked never to reach training or
-validation (an ``AssertionError`` otherwise). Reference runs (e.g. ERM on synthetic data
-only, the floor, and ERM on all real data, the ceiling) go through the same tuning.
+grid budget treatment, and the rows of the test split are checked, by content, never to
+reach training or validation (:class:`LeakageError` otherwise). ``splits`` may be a
+function of the seed, so that each seed draws its data anew. Reference runs (e.g. ERM
+on synthetic data only, the floor, and ERM on all real data, the ceiling) go through the
+same tuning.
 
 :func:`summarize` turns the results into a tidy table: mean and 95% interval over seeds,
 the paired difference to a baseline method, and the fraction of the gap closed,
@@ -26,7 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Method", "Result", "compare", "summarize", "to_markdown"]
+__all__ = ["LeakageError", "Method", "Result", "compare", "summarize", "to_markdown"]
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30 (beyond: normal 1.96).
 _T975 = (
@@ -71,82 +73,221 @@ class Result(NamedTuple):
     extra: dict
 
 
-def _arrays(split):
-    return [v for v in split.values() if isinstance(v, np.ndarray)] if isinstance(split, Mapping) else []
+class LeakageError(ValueError):
+    """A row of the test split also appears in a training or validation split.
+
+    Raised by :func:`compare` before any training. Attributes: ``split`` (the split that
+    holds test rows), ``count`` (how many of its rows equal a test row) and ``rows`` (the
+    indices of up to ten of them in that split).
+    """
+
+    def __init__(self, message: str, split: str, count: int, rows: Sequence[int]):
+        super().__init__(message)
+        self.split, self.count, self.rows = split, count, tuple(rows)
 
 
-def _assert_unseen(test_arrays, split, where: str):
-    for a in _arrays(split):
-        for t in test_arrays:
-            assert not np.may_share_memory(a, t), f"the test split reached {where}: tuning must never see it."
+def _row_bytes(split: Mapping, keys: Sequence[str], name: str) -> list[bytes]:
+    """One byte string per row: the values of ``keys`` in that row as float64 (so dtypes do not matter)."""
+    cols, n = [], None
+    for k in keys:
+        if k not in split:
+            raise ValueError(
+                f"`leakage_keys` names {k!r}, which split {name!r} lacks (keys: {sorted(split)}); name the "
+                "columns that identify an example, or pass leakage_keys=None to turn the check off."
+            )
+        a = np.asarray(split[k])  # numpy, JAX (copied to host) or anything array-like
+        if a.ndim == 0:
+            raise ValueError(f"split {name!r}: {k!r} must have a leading example axis; got a scalar.")
+        if n is not None and a.shape[0] != n:
+            raise ValueError(f"split {name!r}: {k!r} has {a.shape[0]} rows but {keys[0]!r} has {n}.")
+        n = a.shape[0]
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"split {name!r}: {k!r} must be numeric (bool, int or float) to be hashed; got {a.dtype}.")
+        a = a.reshape(n, -1).astype(np.float64) + 0.0  # + 0.0 turns -0.0 into 0.0
+        a[np.isnan(a)] = np.nan  # one bit pattern for every NaN
+        cols.append(np.ascontiguousarray(a).view(np.uint8).reshape(n, -1))
+    rows = np.concatenate(cols, axis=1)
+    return [r.tobytes() for r in rows]
+
+
+def _check_leakage(data: Mapping, train_splits: Sequence[str], keys: tuple[str, ...] | None) -> None:
+    """Raise :class:`LeakageError` if a row of ``data["test"]`` equals a row of val or of a training split."""
+    if keys is None:
+        return
+    test = set(_row_bytes(data["test"], keys, "test"))
+    for name in ("val", *dict.fromkeys(train_splits)):
+        hits = [i for i, r in enumerate(_row_bytes(data[name], keys, name)) if r in test]
+        if hits:
+            where = "validation" if name == "val" else "training"
+            raise LeakageError(
+                f"{len(hits)} row(s) of split {name!r} ({where}) equal a test row on {list(keys)} (rows "
+                f"{hits[:10]}{' ...' if len(hits) > 10 else ''}): the test split must never reach tuning. If your "
+                "data have genuine duplicate rows, pass an id column as leakage_keys, or leakage_keys=None.",
+                name,
+                len(hits),
+                hits[:10],
+            )
+
+
+def _check_splits(data, methods) -> None:
+    if not isinstance(data, Mapping):
+        raise TypeError(f"`splits` must be a mapping of split name -> dict of arrays; got {type(data).__name__}.")
+    for key in ("val", "test"):
+        if key not in data:
+            raise ValueError(f"`splits` must contain {key!r}; got {sorted(data)}.")
+    for m in methods:
+        if m.train_split not in data or m.train_split in ("val", "test"):
+            raise ValueError(f"method {m.name!r} trains on {m.train_split!r}, which is not a training split.")
+    for name, split in data.items():
+        if not isinstance(split, Mapping):
+            raise TypeError(f"split {name!r} must be a dict of arrays; got {type(split).__name__}.")
+
+
+def _score(val: Mapping, select: str, maximize: bool) -> float:
+    if select not in val:
+        raise ValueError(
+            f"`select` names the metric {select!r}, which `evaluate` does not return; available: {sorted(val)}."
+        )
+    try:
+        score = float(val[select])
+    except (TypeError, ValueError):
+        raise TypeError(f"metric {select!r} must be a number; `evaluate` returned {val[select]!r}.") from None
+    return -math.inf if not math.isfinite(score) else (score if maximize else -score)
 
 
 def compare(
     methods: Sequence[Method],
     fit: Callable[[Method, dict, dict, int], Any],
     evaluate: Callable[[Any, dict], Mapping[str, float]],
-    splits: Mapping[str, dict],
+    splits: Mapping[str, dict] | Callable[[int], Mapping[str, dict]],
     *,
     select: str,
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
     maximize: bool = True,
     progress: Callable[[str], None] | None = None,
+    leakage_keys: str | Sequence[str] | None = "x",
 ) -> list[Result]:
     """Tunes every method on validation and evaluates its choice once on test.
+
+    Before any training, the test split is checked by content against the validation
+    split and every training split a method uses: the rows of the ``leakage_keys`` arrays
+    are hashed (as float64, so dtype, memory layout and copying do not matter; numpy and
+    JAX arrays alike), and a test row found elsewhere raises :class:`LeakageError`. It is
+    a raised error, not an ``assert``, so ``python -O`` keeps it.
 
     Args:
         methods: the methods, each with its grid and training split.
         fit: ``fit(method, hyper, train, seed) -> model``; trains one configuration. A
             model may be a dict with an ``"extra"`` entry (diagnostics kept in the result).
         evaluate: ``evaluate(model, split) -> {metric: value}``.
-        splits: ``{"val": ..., "test": ..., <training splits named by the methods>}``;
-            each split a dict of numpy arrays.
+        splits: ``{"val": ..., "test": ..., <training splits named by the methods>}``,
+            each split a dict of arrays with a leading example axis; or a function
+            ``splits(seed)`` returning such a mapping, called once per seed so that each
+            seed draws its data anew (each draw is checked for leakage).
         select: the validation metric that picks the configuration.
         seeds: seeds; each seed trains every configuration of every method.
         maximize: whether a larger ``select`` is better.
         progress: called with a short message after every (method, seed).
+        leakage_keys: the array(s) whose rows identify an example (default ``"x"``, the
+            features); with several keys a row is their concatenation. Data with genuine
+            duplicate rows (e.g. census records of different people with equal features)
+            need an id column here, or ``None``, which turns the check off.
 
     Returns:
-        A list of :class:`Result`, one per (method, seed).
+        A list of :class:`Result`, one per (seed, method), in that order.
 
     Raises:
-        ValueError: unknown or missing splits, duplicate method names, empty grids.
-        AssertionError: if a test array is passed to ``fit`` or to the validation
-            evaluation.
+        LeakageError: a test row is in the validation split or in a training split.
+        ValueError: missing splits, a method's unknown training split, duplicate method
+            names, empty grids, a ``select`` metric that ``evaluate`` does not return (the
+            message lists those it does), ``leakage_keys`` missing from a split.
+        TypeError: ``splits`` (or what ``splits(seed)`` returns) is not a mapping of dicts.
+
+    Examples:
+        ERM, ERM with the minority group's weight tuned, and CVaR, each with two
+        configurations, tuned on validation worst-group accuracy and tested once. Every
+        seed draws new data; the minority group (``group == 1``, another decision
+        boundary) is 10% of training but half of validation and test:
+
+        >>> import numpy as np
+        >>> import robustlearn as rl
+        >>> from robustlearn import benchmark
+        >>> def draw(rng, n, minority):
+        ...     g = (rng.random(n) < minority).astype(np.int32)
+        ...     x = rng.normal(size=(n, 2)).astype(np.float32)
+        ...     y = (np.where(g == 1, x[:, 0] + 2 * x[:, 1], x[:, 0] - 0.5 * x[:, 1]) > 0).astype(np.int32)
+        ...     return {"x": x, "y": y, "group": g}
+        >>> def splits(seed):
+        ...     rng = np.random.default_rng(seed)
+        ...     return {"train": draw(rng, 400, 0.1), "val": draw(rng, 200, 0.5), "test": draw(rng, 400, 0.5)}
+        >>> def fit(method, hyper, train, seed):
+        ...     weights = np.where(train["group"] == 1, hyper.get("up", 1.0), 1.0)
+        ...     obj = rl.objectives.cvar(hyper["alpha"]) if method.name == "cvar" else rl.objectives.erm()
+        ...     return rl.train.fit_linear(train["x"], train["y"], obj, l2=hyper.get("l2", 1e-3), weights=weights)
+        >>> def evaluate(solution, split):
+        ...     scores = np.asarray(split["x"] @ solution.params["w"] + solution.params["b"])
+        ...     right = (scores > 0) == split["y"]
+        ...     return {"accuracy": right.mean(), "worst_group": min(right[split["group"] == g].mean() for g in (0, 1))}
+        >>> methods = [
+        ...     benchmark.Method("erm", [{"l2": 1e-3}, {"l2": 1e-1}]),
+        ...     benchmark.Method("upweight", [{"up": 3.0}, {"up": 9.0}]),
+        ...     benchmark.Method("cvar", [{"alpha": 0.1}, {"alpha": 0.3}]),
+        ... ]
+        >>> results = benchmark.compare(methods, fit, evaluate, splits, select="worst_group", seeds=[0, 1, 2])
+        >>> rows = benchmark.summarize(results, "worst_group", baseline="erm")
+        >>> print(benchmark.to_markdown(rows, ["method", "n_seeds", "mean", "diff", "diff_ci95"], digits=2))
+        | method | n_seeds | mean | diff | diff_ci95 |
+        | --- | --- | --- | --- | --- |
+        | erm | 3 | 0.54 | 0.00 | 0.00 |
+        | upweight | 3 | 0.72 | 0.19 | 0.04 |
+        | cvar | 3 | 0.56 | 0.02 | 0.02 |
+
+        Knowing the group (``upweight``) raised worst-group accuracy by 0.19 ± 0.04;
+        CVaR, which does not know it, by 0.02 ± 0.02. A test row copied into training,
+        however it was copied, stops the comparison before any training:
+
+        >>> leaky = splits(0)
+        >>> leaky["train"] = {k: np.concatenate([v, leaky["test"][k][[7]]]) for k, v in leaky["train"].items()}
+        >>> benchmark.compare(methods, fit, evaluate, leaky, select="worst_group")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        robustlearn.benchmark.LeakageError: 1 row(s) of split 'train' (training) equal a test row on ['x'] (rows [400])
     """
-    for key in ("val", "test"):
-        if key not in splits:
-            raise ValueError(f"`splits` must contain {key!r}; got {sorted(splits)}.")
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique; got {names}.")
     for m in methods:
-        if m.train_split not in splits or m.train_split in ("val", "test"):
-            raise ValueError(f"method {m.name!r} trains on {m.train_split!r}, which is not a training split.")
         if not len(m.grid):
             raise ValueError(f"method {m.name!r} has an empty grid.")
-    test_arrays = _arrays(splits["test"])
-    for m in methods:
-        _assert_unseen(test_arrays, splits[m.train_split], "training")
-    _assert_unseen(test_arrays, splits["val"], "validation")
+    keys = (leakage_keys,) if isinstance(leakage_keys, str) else (None if leakage_keys is None else tuple(leakage_keys))
+    if keys is not None and not keys:
+        raise ValueError("`leakage_keys` must name at least one array, or be None to turn the check off.")
+    redraw = callable(splits) and not isinstance(splits, Mapping)
+    train_splits = [m.train_split for m in methods]
+    if not redraw:
+        _check_splits(splits, methods)
+        _check_leakage(splits, train_splits, keys)  # once: every seed sees the same data
     results = []
     for seed in seeds:
+        data = splits
+        if redraw:
+            data = splits(seed)
+            _check_splits(data, methods)
+            _check_leakage(data, train_splits, keys)
         for m in methods:
-            train = splits[m.train_split]
+            train = data[m.train_split]
             best = None
             for hyper in m.grid:
                 model = fit(m, dict(hyper), train, seed)
-                val = dict(evaluate(model, splits["val"]))
-                score = val[select]
-                score = -math.inf if not math.isfinite(score) else (score if maximize else -score)
+                val = dict(evaluate(model, data["val"]))
+                score = _score(val, select, maximize)
                 if best is None or score > best[0]:
                     best = (score, dict(hyper), val, model)
             _, hyper, val, model = best
-            test = dict(evaluate(model, splits["test"]))  # the only test evaluation for (method, seed)
+            test = dict(evaluate(model, data["test"]))  # the only test evaluation for (method, seed)
             extra = dict(model.get("extra", {})) if isinstance(model, Mapping) else {}
             results.append(Result(m.name, seed, hyper, val, test, extra))
             if progress is not None:
-                progress(f"{m.name} seed {seed}: {select}={test.get(select, float('nan')):.4f}")
+                progress(f"{m.name} seed {seed}: {select}={float(test.get(select, float('nan'))):.4f}")
     return results
 
 
