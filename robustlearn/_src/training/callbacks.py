@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import textwrap
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -292,8 +293,8 @@ class ProgressBar(Callback):
             if self._open:
                 self._out.write("\n")
                 self._open = False
-            for start in range(0, len(note), self.width):
-                self._out.write(note[start : start + self.width] + "\n")
+            for line in textwrap.wrap(note, self.width, subsequent_indent="  "):
+                self._out.write(line + "\n")
         self._notes = len(trainer.history.notes)
         self._out.flush()
 

@@ -313,14 +313,13 @@ class Trainer:
                 f"the objective {objective.name} needs the column(s) {missing} in the training data `train`; "
                 f"got keys {sorted(train)}."
             )
-        if objective.check is not None:
-            objective.check(train)
+        _objective_check(objective, train, "train")
         num_groups = 0
         val_objective = False
         if val is not None:
             val_objective = all(k in val for k in objective.requires)
-            if val_objective and objective.check is not None:
-                objective.check(val)
+            if val_objective:
+                _objective_check(objective, val, "val")
             if "group" in val:
                 num_groups = self._num_groups()
                 if num_groups is None:
@@ -603,6 +602,16 @@ def _predict_module(graphdef, params, state, x):
 
 def _predict_function(apply, params, x):
     return apply(params, x)
+
+
+def _objective_check(objective: Objective, data: dict, name: str) -> None:
+    """``objective.check(data)``, its error naming the split."""
+    if objective.check is None:
+        return
+    try:
+        objective.check(data)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"in `{name}`: {e}") from None
 
 
 def _ordered(names, first: tuple[str, ...], last: tuple[str, ...]) -> list[str]:
