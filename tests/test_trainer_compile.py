@@ -26,10 +26,13 @@ class MLP(nnx.Module):
         return self.l2(jax.nn.relu(self.l1(x)))
 
 
-def _data(seed=0, n=96):
+def _data(seed=0, n=96, groups=False):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 2)).astype(np.float32)
-    return {"x": x, "y": (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int32)}
+    data = {"x": x, "y": (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int32)}
+    if groups:
+        data["group"] = (x[:, 1] > 0.5).astype(np.int32)
+    return data
 
 
 @contextlib.contextmanager
@@ -53,8 +56,9 @@ def _count(names, program):
 
 
 def _fit(objective, optimizer, seed=0, epochs=2):
+    groups = "group" in objective.requires
     trainer = rl.train.Trainer(MLP(nnx.Rngs(seed)), CE, objective, optimizer, batch_size=32, verbose=False)
-    trainer.fit(_data(), _data(1, 40), epochs=epochs)
+    trainer.fit(_data(groups=groups), _data(1, 40, groups=groups), epochs=epochs)
     return trainer
 
 
@@ -66,8 +70,9 @@ def _fit(objective, optimizer, seed=0, epochs=2):
             (objectives.cvar(0.3), optax.inject_hyperparams(optax.adam)(learning_rate=lr))
             for lr in (0.003, 0.01, 0.03, 0.1)
         ],
+        [(objectives.group_dro(2, step_size=s), optax.adam(0.05)) for s in (0.01, 0.1, 0.5, 2.0)],
     ],
-    ids=["kl-radius", "adam-learning-rate"],
+    ids=["kl-radius", "adam-learning-rate", "group-dro-step-size"],
 )
 def test_a_grid_over_a_traced_hyperparameter_compiles_the_epoch_once(grid):
     compile_cache.clear()
