@@ -63,8 +63,20 @@ def _nan_at(a, i, value=np.nan):
         (_with(x=[[1.0, 2.0], [3.0]] + [[0.0, 0.0]] * 10), None, {}, TypeError, r"`train\['x'\]` must be a rect"),
         (_with(x=_nan_at(X, 7)), None, {}, ValueError, r"`train\['x'\]` contains NaN or inf .* example 3"),
         (GOOD, _with(x=_nan_at(X, 0, np.inf)), {}, ValueError, r"`val\['x'\]` contains NaN or inf"),
-        (GOOD, _with(weight=_nan_at(np.ones(12), 4)), {}, ValueError, r"`val\['weight'\]` contains NaN or inf"),
-        (_with(weight=-np.ones(12)), None, {}, ValueError, r"`train\['weight'\]` must be non-negative"),
+        (
+            GOOD,
+            _with(weight=_nan_at(np.ones(12), 4)),
+            {},
+            ValueError,
+            r"`val\['weight'\]` must be 12 finite non-negative numbers, in \[0, inf\).*; got nan at example 4",
+        ),
+        (
+            _with(weight=-np.ones(12)),
+            None,
+            {},
+            ValueError,
+            r"`train\['weight'\]` must be 12 finite non-negative .*; got -1.0 at example 0",
+        ),
         (
             _with(y=Y.astype(np.float32)),
             None,

@@ -140,11 +140,12 @@ class GroupDROState(NamedTuple):
         weights: the group weights ``q`` on the simplex, shape ``(G,)``.
         hyperparams: ``step_size`` and ``adjustment`` (scalars) and ``group_counts``
             (shape ``(G,)``; ones without counts) as arrays of the default float dtype:
-            traced, so a grid over them compiles once.
+            traced, so a grid over them compiles once. None (a state built by hand):
+            the objective's own values.
     """
 
     weights: jax.Array
-    hyperparams: dict[str, jax.Array]
+    hyperparams: dict[str, jax.Array] | None = None
 
 
 def group_dro(
@@ -227,16 +228,19 @@ def group_dro(
     check = _group_checker(key, num_groups)
     config = {"step_size": float(step_size), "adjustment": float(adjustment)}
 
-    def init(rng):
-        del rng
+    def traced_hyperparams():
         dtype = jnp.result_type(float)  # float64 with jax_enable_x64, else float32
         hyper = {k: jnp.asarray(v, dtype) for k, v in config.items()}
         hyper["group_counts"] = jnp.asarray(counts, dtype)
-        return GroupDROState(jnp.full((num_groups,), 1.0 / num_groups, dtype), hyper)
+        return hyper
+
+    def init(rng):
+        del rng
+        return GroupDROState(jnp.full((num_groups,), 1.0 / num_groups, jnp.result_type(float)), traced_hyperparams())
 
     def _terms(loss_fn, params, batch, state):
         losses, means, mass, bad = _batch_groups(loss_fn, params, batch, key, num_groups, check)
-        hyper = state.hyperparams
+        hyper = traced_hyperparams() if state.hyperparams is None else state.hyperparams
         adj = hyper["adjustment"] / jnp.sqrt(hyper["group_counts"])
         return losses, means, mass > 0, means + adj.astype(means.dtype), bad
 
@@ -252,7 +256,7 @@ def group_dro(
     def loss(loss_fn, params, batch, state, rng):
         del rng
         losses, means, present, adjusted, bad = _terms(loss_fn, params, batch, state)
-        step = state.hyperparams["step_size"]
+        step = config["step_size"] if state.hyperparams is None else state.hyperparams["step_size"]
         exponent = jnp.where(present, step * jax.lax.stop_gradient(adjusted), 0.0)
         logits = jnp.log(state.weights) + exponent.astype(state.weights.dtype)
         q = jax.nn.softmax(logits - jnp.max(logits))

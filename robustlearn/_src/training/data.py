@@ -39,7 +39,7 @@ def as_dataset(data, name: str) -> dict[str, np.ndarray]:
     for key, value in data.items():
         if not isinstance(key, str):
             raise TypeError(f"the keys of `{name}` must be strings; got {key!r}.")
-        out[key] = _column(value, name, key)
+        out[key] = _column(value, name, key, finite=key != "weight")
     sizes = {k: v.shape[0] for k, v in out.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"the arrays in `{name}` disagree on the number of examples: {sizes}.")
@@ -54,14 +54,17 @@ def as_dataset(data, name: str) -> dict[str, np.ndarray]:
             raise ValueError(f"`{name}['group']` must be non-negative group ids; got a minimum of {g.min()}.")
     if "weight" in out:
         w = out["weight"]
+        allowed = f"`{name}['weight']` must be {n} finite non-negative numbers, in [0, inf), shape ({n},)"
         if w.shape != (n,) or not (np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)):
-            raise ValueError(f"`{name}['weight']` must be {n} real numbers, shape ({n},); got shape {w.shape}.")
-        if np.any(w < 0):
-            raise ValueError(f"`{name}['weight']` must be non-negative, in [0, inf); got a minimum of {w.min()}.")
+            raise ValueError(f"{allowed}; got shape {w.shape} and dtype {w.dtype}.")
+        bad = ~np.isfinite(w) | (w < 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{allowed}; got {w[i].item()!r} at example {i} ({int(bad.sum())} bad entries).")
     return out
 
 
-def _column(value, name: str, key: str) -> np.ndarray:
+def _column(value, name: str, key: str, finite: bool = True) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except ValueError as e:  # ragged nested lists
@@ -72,7 +75,7 @@ def _column(value, name: str, key: str) -> np.ndarray:
         raise TypeError(f"`{name}[{key!r}]` must hold numbers; got dtype {arr.dtype} ({type(value).__name__}).")
     if arr.ndim == 0:
         raise ValueError(f"`{name}[{key!r}]` needs a leading example axis; got a scalar.")
-    if np.issubdtype(arr.dtype, np.inexact) or _is_ml_dtype(arr.dtype):
+    if finite and (np.issubdtype(arr.dtype, np.inexact) or _is_ml_dtype(arr.dtype)):
         bad = ~np.isfinite(arr.astype(np.complex128) if np.iscomplexobj(arr) else arr.astype(np.float64))
         if bad.any():
             rows = np.flatnonzero(bad.reshape(arr.shape[0], -1).any(axis=1))
