@@ -371,9 +371,8 @@ class Checkpointer(Callback):
 
     def save(self, trainer) -> None:
         """Writes the trainer's current state as the latest checkpoint (process 0 only)."""
-        data = trainer._checkpoint_bytes()
-        if _is_main_process():
-            _ckpt.write(self.directory, data)
+        if _is_main_process():  # the state is replicated: process 0 holds all of it
+            _ckpt.write(self.directory, trainer._checkpoint_bytes())
         self.last_saved_epoch = trainer.history.rows[-1]["epoch"] if trainer.history.rows else 0
 
     def load(self) -> tuple[dict, dict, str] | None:

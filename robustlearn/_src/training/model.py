@@ -29,9 +29,6 @@ Randomness and batch statistics in a training step (the semantics the Trainer do
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -136,8 +133,3 @@ class Model:
         if self.module is not None:
             return type(self.module).__qualname__
         return getattr(self._apply, "__qualname__", type(self._apply).__name__)
-
-
-def apply_fn(model: Model) -> Callable[[Any, jax.Array], jax.Array]:
-    """``apply(params, x)`` in evaluation mode with the model's current state."""
-    return lambda params, x: model.eval_apply(params, model.state, x)
