@@ -72,8 +72,11 @@ def test_columns_the_objective_needs_are_required_of_training_data_only():
     history = trainer.fit(TRAIN, val, epochs=2)
     assert "val_objective" not in history.rows[-1] and "val_group_weights" not in history.rows[-1]
     assert history.rows[-1]["val_loss"] == pytest.approx(_ce(trainer, val).mean(), rel=1e-9)
-    with pytest.raises(ValueError, match=r"needs the column\(s\) \['group'\] in the training data `train`"):
+    with pytest.raises(ValueError, match=r"in `train`: .*needs group ids in the batch under 'group'"):
         trainer.fit({"x": TRAIN["x"], "y": TRAIN["y"]}, VAL, epochs=1)
+    plain = objectives.erm()._replace(requires=("previous",))  # no check of its own: the trainer's message
+    with pytest.raises(ValueError, match=r"needs the column\(s\) \['previous'\] in the training data `train`"):
+        _trainer(plain).fit({"x": TRAIN["x"], "y": TRAIN["y"]}, epochs=1)
     weighted = _trainer(objectives.importance_weighted())
     names = weighted.metric_names(dict(TRAIN, weight=np.ones(128)), val)
     assert "val_objective" not in names and "val_loss" in names

@@ -307,13 +307,13 @@ class Trainer:
         train = as_dataset(train, "train")
         val = None if val is None else as_dataset(val, "val")
         objective = self.objective
+        _objective_check(objective, train, "train")
         missing = [k for k in objective.requires if k not in train]
         if missing:
             raise ValueError(
                 f"the objective {objective.name} needs the column(s) {missing} in the training data `train`; "
                 f"got keys {sorted(train)}."
             )
-        _objective_check(objective, train, "train")
         num_groups = 0
         val_objective = False
         if val is not None:
@@ -341,11 +341,11 @@ class Trainer:
         def forward(p, x):
             return self._model.eval_apply(p, mstate, x)
 
+        check_labels(train["y"], (), self.loss, "train")  # the label dtype against the loss, before tracing it
         try:
             out = jax.eval_shape(forward, params, sample["x"])
             losses = jax.eval_shape(self.loss, out, sample["y"])
         except Exception as e:
-            check_labels(train["y"], (), self.loss, "train")
             e.add_note("(robustlearn: while evaluating loss(model(train['x']), train['y']) on 2 training examples)")
             raise
         if losses.shape != (k,):
