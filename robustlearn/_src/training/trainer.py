@@ -460,11 +460,10 @@ class Trainer:
         if loaded is not None and self._seed_drawn:
             self.seed = loaded[0]["config"]["seed"]
         params = self._replicated(self.init_params)
-        model_state = self._replicated(self._model.state)
         base_key = jax.random.PRNGKey(self.seed)
         opt_state = self.optimizer.init(params)
-        obj_state = self._replicated(self.objective.init(jax.random.fold_in(base_key, 0)))
-        state = TrainState(params, opt_state, obj_state, jnp.asarray(0, jnp.int32), model_state)
+        obj_state = self.objective.init(jax.random.fold_in(base_key, 0))
+        state = self._replicated(TrainState(params, opt_state, obj_state, jnp.asarray(0, jnp.int32), self._model.state))
         self._run_config = self._config(prep, state)
         self.history = History()
         self.stop_training = False
