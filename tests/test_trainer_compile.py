@@ -55,10 +55,10 @@ def _count(names, program):
     return sum(program in name for name in names)
 
 
-def _fit(objective, optimizer, seed=0, epochs=2):
+def _fit(objective, optimizer, seed=0, epochs=2, val=True):
     groups = "group" in objective.requires
     trainer = rl.train.Trainer(MLP(nnx.Rngs(seed)), CE, objective, optimizer, batch_size=32, verbose=False)
-    trainer.fit(_data(groups=groups), _data(1, 40, groups=groups), epochs=epochs)
+    trainer.fit(_data(groups=groups), _data(1, 40, groups=groups) if val else None, epochs=epochs)
     return trainer
 
 
@@ -90,10 +90,10 @@ def test_a_grid_over_a_traced_hyperparameter_compiles_the_epoch_once(grid):
 def test_a_grid_point_trains_as_a_freshly_compiled_trainer_would():
     # The reused executable gives bit for bit what a private compilation gives.
     compile_cache.clear()
-    _fit(objectives.kl(0.2), optax.adam(0.05))
-    reused = _fit(objectives.kl(0.7), optax.adam(0.05), seed=3)
+    _fit(objectives.kl_penalty(0.2), optax.adam(0.05), val=False)
+    reused = _fit(objectives.kl_penalty(0.7), optax.adam(0.05), seed=3, val=False)
     compile_cache.clear()
-    fresh = _fit(objectives.kl(0.7), optax.adam(0.05), seed=3)
+    fresh = _fit(objectives.kl_penalty(0.7), optax.adam(0.05), seed=3, val=False)
     assert reused.history.rows == fresh.history.rows
     for a, b in zip(jax.tree.leaves(reused.params), jax.tree.leaves(fresh.params), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -104,23 +104,23 @@ def test_a_closed_over_constant_is_a_different_program():
     # must compile (and train) another program, never reuse the first one.
     compile_cache.clear()
     with backend_compiles() as names:
-        slow = _fit(objectives.erm(), optax.adam(0.001))
-        fast = _fit(objectives.erm(), optax.adam(0.1))
+        slow = _fit(objectives.erm(), optax.adam(0.001), val=False)
+        fast = _fit(objectives.erm(), optax.adam(0.1), val=False)
     assert _count(names, "robustlearn_epoch") == 2, names
     assert fast.history.rows[-1]["train_objective"] < slow.history.rows[-1]["train_objective"]
 
 
 def test_changing_the_objective_or_optimizer_after_fit_trains_the_new_one():
-    trainer = _fit(objectives.erm(), optax.adam(0.05))
+    trainer = _fit(objectives.erm(), optax.adam(0.05), val=False)
     erm_rows = trainer.history.rows
     trainer.objective = objectives.cvar(0.2)
-    trainer.fit(_data(), _data(1, 40), epochs=2)
-    reference = _fit(objectives.cvar(0.2), optax.adam(0.05))
+    trainer.fit(_data(), epochs=2)
+    reference = _fit(objectives.cvar(0.2), optax.adam(0.05), val=False)
     assert trainer.history.rows == reference.history.rows
     assert trainer.history.rows != erm_rows
     trainer.optimizer = optax.sgd(0.5)
-    trainer.fit(_data(), _data(1, 40), epochs=2)
-    assert trainer.history.rows == _fit(objectives.cvar(0.2), optax.sgd(0.5)).history.rows
+    trainer.fit(_data(), epochs=2)
+    assert trainer.history.rows == _fit(objectives.cvar(0.2), optax.sgd(0.5), val=False).history.rows
 
 
 def test_refitting_the_same_trainer_neither_traces_nor_compiles_again(monkeypatch):
