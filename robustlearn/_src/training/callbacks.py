@@ -167,6 +167,7 @@ class EarlyStopping(Callback):
             raise ValueError(f"EarlyStopping: the monitored metric {self.monitor!r} is not a number in epoch {epoch}.")
         if math.isnan(value):
             better = False
+            trainer.history.notes.append(f"epoch {epoch}: the monitored {self.monitor} is NaN (not an improvement)")
         elif self.best is None:
             better = True
         elif self.maximize:

@@ -549,8 +549,11 @@ class Trainer:
         self.state, self.params, self.model_state = state, state.params, state.model_state
         self.history.rows.append(row)
         for cb in callbacks:
-            if call(cb, "on_epoch_end", self, row):
+            if call(cb, "on_epoch_end", self, row) and not self.stop_training:
                 self.stop_training = True
+                if self.history.stopped_epoch is None:  # EarlyStopping records its own reason
+                    self.history.stopped_epoch = epoch
+                    self.history.notes.append(f"{type(cb).__name__} stopped training after epoch {epoch}")
         return state
 
     def _load_callback_states(self, callbacks, saved, restore, path) -> None:
