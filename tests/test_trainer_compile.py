@@ -132,3 +132,23 @@ def test_refitting_the_same_trainer_neither_traces_nor_compiles_again(monkeypatc
         trainer.fit(_data(), _data(1, 40), epochs=2)
     assert lowered == []
     assert _count(names, "robustlearn") == 0, names
+
+
+def test_programs_differing_in_one_entry_of_a_large_constant_do_not_share_an_executable():
+    compile_cache.clear()
+    big = np.zeros(1_000_000, np.float32)
+    other = big.copy()
+    other[123_456] = 1.0
+    x = jax.numpy.ones(1_000_000, np.float32)
+
+    def make(constant):
+        def f(x):
+            return jax.numpy.sum(x * constant)
+
+        return f
+
+    assert float(compile_cache.compiled(make(big), x)(x)) == 0.0
+    assert float(compile_cache.compiled(make(other), x)(x)) == 1.0
+    assert compile_cache.stats == {"hits": 0, "misses": 2}
+    assert float(compile_cache.compiled(make(other.copy()), x)(x)) == 1.0  # equal values: the same program
+    assert compile_cache.stats == {"hits": 1, "misses": 2}
