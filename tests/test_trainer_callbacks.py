@@ -107,7 +107,8 @@ def test_a_user_callback_adds_metrics_stops_training_and_can_be_monitored():
     trainer = _trainer(callbacks=[stopper, gap])  # runs before EarlyStopping (order 0 < 50)
     history = trainer.fit(TRAIN, VAL, epochs=10)
     assert gap.calls == [1, 2, 3, 4] and len(history) == 4 and gap.ended is None
-    assert history.stopped_epoch == 4 and "_Gap stopped training after epoch 4" in history.notes
+    assert history.stopped_epoch == trainer.stopped_epoch == 4
+    assert "_Gap stopped training after epoch 4" in history.notes
     rows = history.rows
     assert [r["gap"] for r in rows] == [r["val_loss"] - r["train_mean_loss"] for r in rows]
     assert stopper.best_epoch == 1 + int(np.argmin([r["gap"] for r in rows]))

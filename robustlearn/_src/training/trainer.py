@@ -480,9 +480,11 @@ class Trainer:
                 raise ValueError(f"the checkpoint {path!r} holds {start - 1} epochs, more than `epochs`={prep.epochs}.")
 
             def restore(i, tree_path=path, trees=trees):
+                """A function rebuilding callback ``i``'s arrays into a template, or None."""
                 entries = trees.get(f"callback{i}")
-                return None if entries is None else (lambda t: self._replicated(
-                    _ckpt.restore_tree(t, entries, f"callback {i} ", tree_path)))  # fmt: skip
+                if entries is None:
+                    return None
+                return lambda t: self._replicated(_ckpt.restore_tree(t, entries, f"callback {i} ", tree_path))
 
         self.state, self.params, self.model_state = state, state.params, state.model_state
         self._epochs, self._start_epoch, self._active_callbacks = prep.epochs, start, callbacks
@@ -491,6 +493,8 @@ class Trainer:
         self._metric_order = [*prep.train_names, *prep.val_names]
         self._available_metrics = [*self._metric_order, *provided]
         self._checkpointer = checkpointer
+        if checkpointer is not None:
+            checkpointer.last_saved_epoch = start - 1 if loaded is not None else None
 
         data = self._replicated(jax.tree.map(jnp.asarray, prep.train))
         val_data = None if prep.val is None else self._replicated(jax.tree.map(jnp.asarray, prep.val))
@@ -521,9 +525,8 @@ class Trainer:
             self.params, self.model_state = self.state.params, self.state.model_state
             for cb in started:
                 call(cb, "on_fit_end", self, error)
-        for cb in callbacks:
-            if isinstance(cb, EarlyStopping):
-                self.best_epoch, self.stopped_epoch = cb.best_epoch, cb.stopped_epoch
+        self.best_epoch = next((cb.best_epoch for cb in callbacks if isinstance(cb, EarlyStopping)), None)
+        self.stopped_epoch = self.history.stopped_epoch
         self._model.write_back(self.params, self.model_state)
         return self.history
 
