@@ -71,29 +71,55 @@ TRAIN_SCRIPT = textwrap.dedent(
         def __call__(self, x):
             return self.l2(jax.nn.relu(self.l1(x)))
 
+    class Net(nnx.Module):  # batch statistics over the sharded batch, dropout masks of sharded shapes
+        def __init__(self, rngs):
+            # No bias before BatchNorm: its gradient is exactly 0, i.e. rounding noise that
+            # Adam would scale up to full steps (different noise on 1 and 8 devices).
+            self.l1 = nnx.Linear(3, 16, use_bias=False, rngs=rngs)
+            self.bn = nnx.BatchNorm(16, rngs=rngs)
+            self.drop = nnx.Dropout(0.3, rngs=rngs)
+            self.l2 = nnx.Linear(16, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l2(self.drop(jax.nn.relu(self.bn(self.l1(x)))))
+
+    def arrays(tree):
+        keys = lambda a: jax.random.key_data(a) if jax.numpy.issubdtype(a.dtype, jax.dtypes.prng_key) else a
+        return [np.asarray(keys(leaf)).tolist() for leaf in jax.tree.leaves(tree)]
+
     out = {}
-    for name, devices in (("one", None), ("eight", jax.devices())):
-        trainer = rl.train.Trainer(
-            MLP(nnx.Rngs(0)), optax.softmax_cross_entropy_with_integer_labels, rl.objectives.cvar(0.2),
-            optax.adam(0.01), batch_size=64, devices=devices, verbose=False,
-        )
-        history = trainer.fit(data, data, epochs=4)
-        leaves = jax.tree.leaves(trainer.params)
-        if devices is not None:
-            assert all(len(leaf.sharding.device_set) == 8 for leaf in leaves)
-        out[name] = {"params": [np.asarray(leaf).tolist() for leaf in leaves], "history": history.rows}
+    for model, objective in ((MLP, rl.objectives.cvar(0.2)), (Net, rl.objectives.erm())):
+        for name, devices in (("one", None), ("eight", jax.devices())):
+            trainer = rl.train.Trainer(
+                model(nnx.Rngs(0)), optax.softmax_cross_entropy_with_integer_labels, objective,
+                optax.adam(0.01), batch_size=64, devices=devices, num_groups=2, verbose=False,
+            )
+            history = trainer.fit(data, data, epochs=4)
+            leaves = jax.tree.leaves(trainer.params)
+            if devices is not None:
+                assert all(len(leaf.sharding.device_set) == 8 for leaf in leaves)
+            out[f"{model.__name__}-{name}"] = {
+                "params": arrays(trainer.params), "state": arrays(trainer.model_state), "history": history.rows,
+            }
     json.dump(out, sys.stdout)
     """
 )
 
 
-def test_trainer_on_eight_devices_equals_one_device():
+@pytest.mark.parametrize("model", ["MLP", "Net"])
+def test_trainer_on_eight_devices_equals_one_device(model, _trained_on_eight_devices):
+    one, eight = _trained_on_eight_devices[f"{model}-one"], _trained_on_eight_devices[f"{model}-eight"]
+    for tree in ("params", "state"):
+        for a, b in zip(one[tree], eight[tree], strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+    for row_one, row_eight in zip(one["history"], eight["history"], strict=True):
+        for key, value in row_one.items():
+            assert row_eight[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+@pytest.fixture(scope="module")
+def _trained_on_eight_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout)
-    for a, b in zip(out["one"]["params"], out["eight"]["params"], strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
-    for row_one, row_eight in zip(out["one"]["history"], out["eight"]["history"], strict=True):
-        for key, value in row_one.items():
-            assert row_eight[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    return json.loads(result.stdout)

@@ -117,6 +117,7 @@ def _fit(tmp_path, epochs, resume, seed=3):
         batch_size=48,
         seed=seed,
         checkpoint_dir=tmp_path,
+        num_groups=2,
         verbose=False,
     )
     data = group_shift_data(2, 200, 0.3)
@@ -177,6 +178,7 @@ def test_early_stopping_keeps_the_best_epoch():
         batch_size=32,
         monitor="val_worst_group_accuracy",
         patience=3,
+        num_groups=2,
         verbose=False,
     )
     history = trainer.fit(data, val, epochs=40)
@@ -192,7 +194,9 @@ def test_early_stopping_keeps_the_best_epoch():
 
 
 def test_history_and_progress_output(capsys):
-    trainer = rl.train.Trainer(MLP(2, 2, nnx.Rngs(0)), CE, objectives.kl(0.3), optax.adam(0.01), verbose=True)
+    trainer = rl.train.Trainer(
+        MLP(2, 2, nnx.Rngs(0)), CE, objectives.kl(0.3), optax.adam(0.01), num_groups=2, verbose=True
+    )
     history = trainer.fit(group_shift_data(0, 40, 0.5), group_shift_data(1, 40, 0.5), epochs=3)
     err = capsys.readouterr().err
     assert "epoch 3/3" in err and "val_loss=" in err

@@ -1,6 +1,6 @@
 """Runs the performance suite and prints one markdown table per part.
 
-python -m benchmarks.perf [--part p1,p2,p3,p4,p5] [--quick] [--out FILE]
+python -m benchmarks.perf [--part p1,p2,p3,p4,p5,p6] [--quick] [--out FILE]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ PARTS = {
     "p3": "benchmarks.perf.p3_reductions",
     "p4": "benchmarks.perf.p4_wasserstein",
     "p5": "benchmarks.perf.p5_devices",
+    "p6": "benchmarks.perf.p6_trainer",
 }
 
 

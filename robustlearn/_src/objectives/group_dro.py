@@ -50,11 +50,17 @@ def group_means(
         groups: integer group ids, shape ``(n,)``; ids outside ``[0, num_groups)`` count
             in no group.
         num_groups: number of groups ``G``.
-        weights: optional nominal weights, shape ``(n,)``.
+        weights: optional nominal weights, shape ``(n,)``, finite and non-negative
+            (concrete weights outside ``[0, inf)`` raise ``ValueError``; traced ones
+            make both results NaN).
         where: optional boolean mask, shape ``(n,)``.
 
     Returns:
         ``(means, mass)``, each of shape ``(G,)``; ``means`` is 0 for groups with no mass.
+
+    Raises:
+        ValueError: negative, NaN or infinite concrete ``weights``; ``num_groups`` not a
+            positive int.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -63,13 +69,27 @@ def group_means(
         ([2.0, 5.0, 0.0], [2.0, 1.0, 0.0])
     """
     losses = _checks.as_float_losses(losses)
-    p = jnp.ones_like(losses) if weights is None else jnp.asarray(weights, losses.dtype)
+    num_groups = _check_num_groups(num_groups)
+    invalid = jnp.asarray(False)
+    if weights is None:
+        p = jnp.ones_like(losses)
+    else:
+        if not _checks.is_traced(weights):
+            w = np.asarray(weights)
+            if not (np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)):
+                raise TypeError(f"`weights` must be real numbers; got dtype {w.dtype}.")
+            if w.size and (not np.all(np.isfinite(w)) or np.any(w < 0)):
+                raise ValueError("`weights` must be finite and in [0, inf); got negative or non-finite entries.")
+        p = jnp.asarray(weights, losses.dtype)
+        invalid = jnp.any(~jnp.isfinite(p) | (p < 0))  # traced weights: poison the result
     if where is not None:
         p = jnp.where(where, p, 0)
     onehot = jax.nn.one_hot(groups, num_groups, dtype=losses.dtype)  # out-of-range ids: all zeros
     mass = p @ onehot
     total = (p * jnp.where(p > 0, losses, 0)) @ onehot
     means = jnp.where(mass > 0, total / jnp.where(mass > 0, mass, 1), 0)
+    means = jnp.where(invalid, jnp.nan, means)
+    mass = jnp.where(invalid, jnp.nan, mass)
     return means, mass
 
 
@@ -114,9 +134,18 @@ def _batch_groups(loss_fn, params, batch, key: str, num_groups: int, check):
 
 
 class GroupDROState(NamedTuple):
-    """State of :func:`group_dro`: the group weights ``q`` on the simplex, shape ``(G,)``."""
+    """State of :func:`group_dro`.
+
+    Attributes:
+        weights: the group weights ``q`` on the simplex, shape ``(G,)``.
+        hyperparams: ``step_size`` and ``adjustment`` (scalars) and ``group_counts``
+            (shape ``(G,)``; ones without counts) as arrays of the default float dtype:
+            traced, so a grid over them compiles once. None (a state built by hand):
+            the objective's own values.
+    """
 
     weights: jax.Array
+    hyperparams: dict[str, jax.Array] | None = None
 
 
 def group_dro(
@@ -140,8 +169,13 @@ def group_dro(
         \text{value} = \sum_g q_g \big(\hat R_g + C/\sqrt{n_g}\big),
 
     with :math:`q` held constant in the gradient. Groups absent from the minibatch keep
-    their exponent at 0. :math:`C/\sqrt{n_g}` is the generalization adjustment: small
-    groups overfit, so their training loss understates their test loss.
+    their exponent at 0 and count for 0 in the value. :math:`C/\sqrt{n_g}` is the
+    generalization adjustment: small groups overfit, so their training loss understates
+    their test loss.
+
+    ``evaluate`` (validation) returns :math:`\sum_g q_g (\hat R_g + C/\sqrt{n_g})` with
+    the current :math:`q`, without an exponentiated-gradient step: validation never
+    moves the group weights.
 
     The group ids travel in the batch under ``key`` (``"group"``, or ``"source"`` for
     group DRO over data sources). Ids outside ``[0, num_groups)`` raise ``ValueError``
@@ -156,9 +190,11 @@ def group_dro(
         key: batch key holding the group ids.
 
     Returns:
-        An :class:`~robustlearn.objectives.Objective` with state :class:`GroupDROState`;
-        metrics ``objective``, ``mean_loss``, ``worst_group_loss`` (of the minibatch)
-        and ``max_group_weight``.
+        An :class:`~robustlearn.objectives.Objective` with state :class:`GroupDROState`
+        (``step_size``, ``adjustment`` and the counts live there as arrays); metrics
+        ``objective``, ``mean_loss``, ``worst_group_loss`` (of the minibatch),
+        ``max_group_weight`` and ``group_weights`` (``q`` after the step, shape
+        ``(G,)``).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -168,6 +204,9 @@ def group_dro(
         >>> value, (state, metrics) = obj.loss(loss_fn, 1.0, batch, obj.init(None), None)
         >>> [round(float(q), 3) for q in state.weights]  # softmax([0, 2])
         [0.119, 0.881]
+        >>> value, _ = obj.evaluate(loss_fn, 1.0, batch, obj.init(None), None)
+        >>> float(value)  # uniform q: (0 + 2) / 2
+        1.0
 
     References:
         Sagawa, Koh, Hashimoto & Liang, "Distributionally Robust Neural Networks for Group
@@ -176,43 +215,67 @@ def group_dro(
     num_groups = _check_num_groups(num_groups)
     _checks.scalar("step_size", step_size, low=0.0, low_open=True)
     _checks.scalar("adjustment", adjustment, low=0.0)
+    if not isinstance(key, str):
+        raise TypeError(f"`key` must be a batch key (str); got {key!r}.")
     if group_counts is not None:
         counts = np.asarray(group_counts, dtype=np.float64)
-        if counts.shape != (num_groups,) or not np.all(counts > 0):
+        if counts.shape != (num_groups,) or not np.all(np.isfinite(counts) & (counts > 0)):
             raise ValueError(f"`group_counts` must be {num_groups} positive counts; got {group_counts!r}.")
-        adj = adjustment / np.sqrt(counts)
     elif adjustment > 0:
         raise ValueError("`adjustment` > 0 needs `group_counts` (training examples per group).")
     else:
-        adj = np.zeros(num_groups)
+        counts = np.ones(num_groups)
     check = _group_checker(key, num_groups)
+    config = {"step_size": float(step_size), "adjustment": float(adjustment)}
+
+    def traced_hyperparams():
+        dtype = jnp.result_type(float)  # float64 with jax_enable_x64, else float32
+        hyper = {k: jnp.asarray(v, dtype) for k, v in config.items()}
+        hyper["group_counts"] = jnp.asarray(counts, dtype)
+        return hyper
 
     def init(rng):
         del rng
-        return GroupDROState(jnp.full((num_groups,), 1.0 / num_groups, jnp.float32))
+        return GroupDROState(jnp.full((num_groups,), 1.0 / num_groups, jnp.result_type(float)), traced_hyperparams())
 
-    def loss(loss_fn, params, batch, state, rng):
-        del rng
+    def _terms(loss_fn, params, batch, state):
         losses, means, mass, bad = _batch_groups(loss_fn, params, batch, key, num_groups, check)
-        mask = batch.get("mask")
-        present = mass > 0
-        adjusted = means + jnp.asarray(adj, means.dtype)
-        exponent = jnp.where(present, step_size * jax.lax.stop_gradient(adjusted), 0.0)
-        logits = jnp.log(state.weights) + exponent.astype(state.weights.dtype)
-        q = jax.nn.softmax(logits - jnp.max(logits))
-        value = jnp.sum(jax.lax.stop_gradient(q).astype(means.dtype) * jnp.where(present, adjusted, 0))
-        value = jnp.where(bad, jnp.nan, value)
-        metrics = {
+        hyper = traced_hyperparams() if state.hyperparams is None else state.hyperparams
+        adj = hyper["adjustment"] / jnp.sqrt(hyper["group_counts"])
+        return losses, means, mass > 0, means + adj.astype(means.dtype), bad
+
+    def _metrics(value, losses, means, present, q, mask):
+        return {
             "objective": value,
             "mean_loss": _reductions.erm(losses, where=mask),
             "worst_group_loss": jnp.max(jnp.where(present, means, -jnp.inf)),
             "max_group_weight": jnp.max(q),
+            "group_weights": q,
         }
-        return value, (GroupDROState(q), metrics)
+
+    def loss(loss_fn, params, batch, state, rng):
+        del rng
+        losses, means, present, adjusted, bad = _terms(loss_fn, params, batch, state)
+        step = config["step_size"] if state.hyperparams is None else state.hyperparams["step_size"]
+        exponent = jnp.where(present, step * jax.lax.stop_gradient(adjusted), 0.0)
+        logits = jnp.log(state.weights) + exponent.astype(state.weights.dtype)
+        q = jax.nn.softmax(logits - jnp.max(logits))
+        value = jnp.sum(jax.lax.stop_gradient(q).astype(means.dtype) * jnp.where(present, adjusted, 0))
+        value = jnp.where(bad, jnp.nan, value)
+        metrics = _metrics(value, losses, means, present, q, batch.get("mask"))
+        return value, (GroupDROState(q, state.hyperparams), metrics)
+
+    def evaluate(loss_fn, params, batch, state, rng):
+        del rng
+        losses, means, present, adjusted, bad = _terms(loss_fn, params, batch, state)
+        q = state.weights
+        value = jnp.sum(q.astype(means.dtype) * jnp.where(present, adjusted, 0))
+        value = jnp.where(bad, jnp.nan, value)
+        return value, _metrics(value, losses, means, present, q, batch.get("mask"))
 
     name = f"group_dro(num_groups={num_groups}, step_size={step_size!r}, adjustment={adjustment!r}, key={key!r})"
-    config = {"num_groups": num_groups, "step_size": step_size, "adjustment": adjustment, "key": key}
-    return Objective(init, loss, name, config, check=check, requires=(key,))
+    hyperparams = {"num_groups": num_groups, "step_size": step_size, "adjustment": adjustment, "key": key}
+    return Objective(init, loss, name, hyperparams, check=check, evaluate=evaluate, requires=(key,))
 
 
 def worst_group(num_groups: int, *, key: str = "group") -> Objective:

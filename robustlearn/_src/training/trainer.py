@@ -5,14 +5,20 @@ Python loop runs once per epoch. Minibatches have a static size: the last one is
 with repeated examples whose ``"mask"`` is False, which removes them from every
 reduction. The data order and the PRNG key of every step derive from ``(seed, epoch,
 step)`` only, so a run resumed from a checkpoint is bit-identical to an uninterrupted one.
+
+The epoch and evaluation programs are compiled once per distinct program in the process
+(:mod:`~robustlearn._src.training.compile_cache`): trainers that differ only in values
+carried as arguments (the objective's hyperparameters, which live in its state; the
+optimizer's with ``optax.inject_hyperparams``; the data; the initial parameters) share
+one compilation.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import functools
+import numbers
 import os
-import sys
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -20,166 +26,101 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx, serialization
+from flax import nnx
 
 from robustlearn._src.objectives.base import Objective
+from robustlearn._src.training import checkpoint as _ckpt
+from robustlearn._src.training import compile_cache
+from robustlearn._src.training.callbacks import Callback, Checkpointer, EarlyStopping, ProgressBar, call, sort_callbacks
+from robustlearn._src.training.data import as_dataset, batch_plan, check_groups, check_labels, positive_int
+from robustlearn._src.training.metrics import History, evaluation_metrics, to_python
+from robustlearn._src.training.model import _MODEL_STREAM, Model
 
-_MAXIMIZE = ("accuracy",)
+_EVAL_STREAM = 2**31 - 2  # folds the epoch key into the validation key
 
 
 class TrainState(NamedTuple):
-    """Everything that changes during training (a pytree)."""
+    """Everything that changes during training (a pytree).
+
+    Attributes:
+        params: the trained parameters.
+        opt_state: the optimizer's state.
+        obj_state: the objective's state (its hyperparameters as arrays, group weights...).
+        step: the number of optimizer steps taken.
+        model_state: an nnx model's non-parameter variables (batch statistics, RNG
+            streams...); ``()`` for function models.
+    """
 
     params: Any
     opt_state: Any
     obj_state: Any
     step: jax.Array
+    model_state: Any = ()
 
 
-class History:
-    """Per-epoch metrics: a list of dicts, with table and plot views.
-
-    Examples:
-        >>> h = History([{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.25}])
-        >>> h.columns()["val_loss"]
-        [0.5, 0.25]
-        >>> print(h.to_markdown())
-        | epoch | val_loss |
-        | --- | --- |
-        | 1 | 0.5 |
-        | 2 | 0.25 |
-    """
-
-    def __init__(self, rows: Sequence[dict] = ()):
-        self.rows: list[dict] = [dict(r) for r in rows]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __repr__(self) -> str:
-        return f"History({len(self.rows)} epochs)"
-
-    def columns(self) -> dict[str, list]:
-        """Metric name -> list of per-epoch values (None where missing)."""
-        keys = list(dict.fromkeys(k for r in self.rows for k in r))
-        return {k: [r.get(k) for r in self.rows] for k in keys}
-
-    def to_markdown(self, keys: Sequence[str] | None = None, digits: int = 4) -> str:
-        """The history as a markdown table."""
-        cols = self.columns()
-        keys = list(keys or cols)
-
-        def fmt(v):
-            return "" if v is None else (f"{v:.{digits}g}" if isinstance(v, float) else str(v))
-
-        lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
-        lines += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in self.rows]
-        return "\n".join(lines)
-
-    def plot(self, keys: Sequence[str] = ("train_objective", "val_loss"), ax: Any = None) -> Any:
-        """Draws the metrics ``keys`` against the epoch, one line each, with a legend.
-
-        Needs matplotlib (``pip install "robustlearn[plot]"``).
-
-        Args:
-            keys: metric names; names absent from the history are skipped.
-            ax: a matplotlib ``Axes`` to draw into (default: the current one).
-
-        Returns:
-            The matplotlib ``Axes`` drawn into (call ``ax.figure.savefig(path)`` to save).
-        """
-        from robustlearn._src.optional import require
-
-        plt = require("matplotlib.pyplot", "matplotlib", "plot")
-
-        ax = ax or plt.gca()
-        cols = self.columns()
-        for k in keys:
-            if k in cols:
-                ax.plot(cols["epoch"], cols[k], label=k)
-        ax.set_xlabel("epoch")
-        ax.legend()
-        return ax
+class _Prepared(NamedTuple):
+    train: dict
+    val: dict | None
+    epochs: int
+    plan: Any
+    classifier: bool
+    num_groups: int
+    val_objective: bool
+    train_names: tuple[str, ...]
+    val_names: tuple[str, ...]
 
 
-# ------------------------------------------------------------------------ validation
-
-
-def _leading(data: dict, name: str) -> int:
-    if not isinstance(data, dict):
-        raise TypeError(f"`{name}` must be a dict of arrays with a leading example axis; got {type(data).__name__}.")
-    for key in ("x", "y"):
-        if key not in data:
-            raise ValueError(f"`{name}` must contain the key {key!r}; got keys {sorted(data)}.")
-    sizes = {k: (np.shape(v)[0] if np.ndim(v) else None) for k, v in data.items()}
-    if any(s is None for s in sizes.values()):
-        raise ValueError(f"every array in `{name}` needs a leading example axis; got shapes {sizes}.")
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"the arrays in `{name}` disagree on the number of examples: {sizes}.")
-    n = next(iter(sizes.values()))
-    if n == 0:
-        raise ValueError(f"`{name}` is empty (0 examples).")
-    for reserved in ("mask",):
-        if reserved in data:
-            raise ValueError(f"`{name}` must not contain {reserved!r}: the trainer sets it.")
-    if "group" in data and not np.issubdtype(np.asarray(data["group"]).dtype, np.integer):
-        raise TypeError(f"`{name}['group']` must hold integer group ids.")
-    if "group" in data and np.min(data["group"]) < 0:
-        raise ValueError(f"`{name}['group']` must be non-negative group ids.")
-    if "weight" in data:
-        w = np.asarray(data["weight"])
-        if w.shape != (n,) or not np.issubdtype(w.dtype, np.number) or not np.all(np.isfinite(w)) or np.any(w < 0):
-            raise ValueError(f"`{name}['weight']` must be {n} finite non-negative numbers (no NaN/inf).")
-    return n
-
-
-def _check_labels(y, out_shape, name: str) -> bool:
-    """Checks integer labels against the number of classes; returns 'is a classifier'."""
-    y = np.asarray(y)
-    classifier = np.issubdtype(y.dtype, np.integer) and len(out_shape) == 2
-    if classifier:
-        num_classes = out_shape[-1]
-        lo, hi = int(y.min()), int(y.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(
-                f"labels in `{name}['y']` must be in [0, {num_classes - 1}] for a model with {num_classes} "
-                f"outputs; got range [{lo}, {hi}]."
-            )
-    return classifier
-
-
-def _first(data, k=1):
-    return jax.tree.map(lambda a: a[:k], data)
-
-
-# --------------------------------------------------------------------------- trainer
+def _check_seed(seed) -> tuple[int, bool]:
+    if seed is None:
+        return secrets.randbelow(2**31), True
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"`seed` must be an int in [0, 2**32) or None (draw one); got {seed!r}.")
+    return int(seed), False
 
 
 class Trainer:
     """Trains any model on any Objective with an optax optimizer.
 
     Args:
-        model: a flax ``nnx.Module`` (its ``nnx.Param`` leaves are trained and written
-            back after ``fit``; other nnx state, such as batch-norm statistics, is held
-            fixed), or a function ``apply(params, x) -> outputs``.
+        model: a flax ``nnx.Module`` (its ``nnx.Param`` variables are trained; its other
+            variables, such as batch-norm statistics and RNG streams, are the model
+            state; both are written back after ``fit``), or a function
+            ``apply(params, x) -> outputs``. Training runs the module in training mode
+            (``module.train()``: dropout on, batch statistics updated), evaluation and
+            :meth:`predict` in evaluation mode; the user's module keeps its own mode.
         loss: per-example loss ``loss(outputs, y) -> (n,)``, e.g.
             ``optax.softmax_cross_entropy_with_integer_labels``.
         objective: an :class:`~robustlearn.objectives.Objective`.
-        optimizer: an ``optax.GradientTransformation``.
+        optimizer: an ``optax.GradientTransformation``. Wrap it with
+            ``optax.inject_hyperparams`` to make its hyperparameters traced values, so
+            that trainers differing only in, e.g., the learning rate share one
+            compilation.
         params: the initial parameter pytree; required when ``model`` is a function.
         batch_size: minibatch size, or None for full batch.
-        seed: seeds the data order and the objective's PRNG keys.
-        monitor: validation metric for early stopping and model selection (default
-            ``"val_loss"`` with validation data, else ``"train_objective"``). Accuracy
-            metrics are maximized, the others minimized.
-        patience: stop after this many epochs without improvement (None: never).
-        restore_best: at the end, keep the parameters of the best epoch by ``monitor``.
-        checkpoint_dir: save a checkpoint there after every epoch; ``fit(resume=True)``
-            continues from it.
+        seed: seeds the data order and the PRNG keys (an int in ``[0, 2**32)``); None
+            draws one, recorded in ``trainer.seed`` (a resumed run adopts the
+            checkpoint's).
+        monitor: shorthand for ``EarlyStopping(monitor=...)``: the metric for model
+            selection and early stopping (default ``"val_loss"`` with validation data,
+            else ``"train_objective"``).
+        patience: shorthand for ``EarlyStopping(patience=...)`` (None: never stop).
+        restore_best: shorthand for ``EarlyStopping(restore_best=...)``: keep the
+            parameters of the best epoch by ``monitor``.
+        checkpoint_dir: shorthand for ``Checkpointer(checkpoint_dir)``.
+        callbacks: :class:`~robustlearn.train.Callback` objects (``EarlyStopping``,
+            ``Checkpointer``, ``ProgressBar``, your own).
+        num_groups: number of groups for the validation group metrics (default: the
+            objective's ``hyperparams["num_groups"]``).
         devices: None for the default device, or a sequence of devices (e.g.
             ``jax.devices()``): minibatches are sharded over them along the example
             axis, parameters are replicated. The result equals the 1-device result.
-        verbose: print a progress bar with live metrics to stderr.
+        verbose: shorthand for a :class:`~robustlearn.train.ProgressBar` on stderr.
+
+    Attributes:
+        params, model_state: the trained parameters and model state after ``fit``.
+        state: the last :class:`TrainState`.
+        history: the :class:`History` of the last ``fit``.
+        best_epoch, stopped_epoch: from early stopping (None when it did not apply).
     """
 
     def __init__(
@@ -191,11 +132,13 @@ class Trainer:
         *,
         params: Any = None,
         batch_size: int | None = None,
-        seed: int = 0,
+        seed: int | None = 0,
         monitor: str | None = None,
         patience: int | None = None,
         restore_best: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
+        callbacks: Sequence[Callback] = (),
+        num_groups: int | None = None,
         devices: Sequence[jax.Device] | None = None,
         verbose: bool = True,
     ):
@@ -203,31 +146,28 @@ class Trainer:
             raise TypeError(f"`objective` must be a robustlearn.objectives.Objective; got {type(objective).__name__}.")
         if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
             raise TypeError("`optimizer` must be an optax.GradientTransformation.")
-        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
-            raise ValueError(f"`batch_size` must be a positive int or None; got {batch_size!r}.")
-        if patience is not None and patience < 1:
-            raise ValueError(f"`patience` must be a positive int or None; got {patience!r}.")
-        self._module = None
-        if isinstance(model, nnx.Module):
-            graphdef, module_params, rest = nnx.split(model, nnx.Param, ...)
-            self._module = model
-            self.apply = lambda p, x: nnx.merge(graphdef, p, rest)(x)
-            params = module_params if params is None else params
-        elif callable(model):
-            if params is None:
-                raise ValueError("`params` is required when `model` is an apply function.")
-            self.apply = model
-        else:
-            raise TypeError("`model` must be a flax nnx.Module or a function apply(params, x).")
+        if not callable(loss):
+            raise TypeError(f"`loss` must be a function loss(outputs, y) -> (n,); got {type(loss).__name__}.")
+        self.batch_size = positive_int("batch_size", batch_size, allow_none=True)
+        self.seed, self._seed_drawn = _check_seed(seed)
+        # The shorthands are validated by the callbacks they build.
+        EarlyStopping(monitor, patience=patience, restore_best=restore_best)
+        if checkpoint_dir is not None and not isinstance(checkpoint_dir, str | os.PathLike):
+            raise TypeError(f"`checkpoint_dir` must be a path or None; got {checkpoint_dir!r}.")
+        if not isinstance(verbose, bool):
+            raise TypeError(f"`verbose` must be a bool; got {verbose!r}.")
+        self.num_groups = positive_int("num_groups", num_groups, allow_none=True)
+        if isinstance(callbacks, Callback) or not all(hasattr(cb, "on_epoch_end") for cb in callbacks):
+            raise TypeError("`callbacks` must be a sequence of Callback objects (with an `on_epoch_end` method).")
+        self._model = Model(model, params)
         self.loss = loss
         self.objective = objective
         self.optimizer = optimizer
-        self.batch_size = batch_size
-        self.seed = seed
         self.monitor = monitor
         self.patience = patience
         self.restore_best = restore_best
         self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+        self.callbacks = list(callbacks)
         self.verbose = verbose
         self.mesh = None
         if devices is not None:
@@ -235,16 +175,25 @@ class Trainer:
             if not devices:
                 raise ValueError("`devices` must name at least one device.")
             self.mesh = jax.sharding.Mesh(np.array(devices), ("data",))
-        self.init_params = params
-        self.params = params
+        self.init_params = self._model.params
+        self.params = self._model.params
+        self.model_state = self._model.state
         self.state: TrainState | None = None
         self.history = History()
-        self._epoch_fns: dict = {}
+        self.best_epoch: int | None = None
+        self.stopped_epoch: int | None = None
+        self.stop_training = False
+        self._compiled: dict = {}
+        self._active_callbacks: list = []
 
     # ------------------------------------------------------------------ pure pieces
 
+    def apply(self, params, x):
+        """Model outputs in evaluation mode, with the trainer's model state."""
+        return self._model.eval_apply(params, self.model_state, x)
+
     def loss_fn(self, params, batch):
-        """Per-example losses of ``batch`` (the function objectives receive)."""
+        """Per-example losses of ``batch`` in evaluation mode (the function objectives receive)."""
         return self.loss(self.apply(params, batch["x"]), batch["y"])
 
     def _replicated(self, tree):
@@ -258,15 +207,12 @@ class Trainer:
         spec = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
         return jax.lax.with_sharding_constraint(batch, jax.tree.map(lambda _: spec, batch))
 
-    def _epoch_fn(self, n: int, batch_size: int):
-        key = (n, batch_size)
-        if key in self._epoch_fns:
-            return self._epoch_fns[key]
-        steps = math.ceil(n / batch_size)
-        pad = steps * batch_size - n
-        objective, optimizer = self.objective, self.optimizer
+    def _make_epoch(self, plan):
+        model, loss, objective, optimizer = self._model, self.loss, self.objective, self.optimizer
+        n, batch_size, steps, pad = plan
+        shard = self._shard_batch
 
-        def epoch(state: TrainState, data, epoch_key):
+        def robustlearn_epoch(state: TrainState, data, epoch_key):
             perm = jax.random.permutation(epoch_key, n)
             idx = jnp.concatenate([perm, perm[:pad]]).reshape(steps, batch_size)
             mask = jnp.concatenate([jnp.ones(n, bool), jnp.zeros(pad, bool)]).reshape(steps, batch_size)
@@ -276,19 +222,24 @@ class Trainer:
                 idx_b, mask_b, i = inputs
                 batch = jax.tree.map(lambda a: a[idx_b], data)
                 batch["mask"] = mask_b
-                batch = self._shard_batch(batch)
+                batch = shard(batch)
                 step_key = jax.random.fold_in(epoch_key, i)
+                step_model_state = model.step_state(state.model_state, jax.random.fold_in(step_key, _MODEL_STREAM))
+
+                def loss_fn(params, b):
+                    return loss(model.train_apply(params, step_model_state, b["x"]), b["y"])
 
                 def scalar(params):
-                    return objective.loss(self.loss_fn, params, batch, state.obj_state, step_key)
+                    return objective.loss(loss_fn, params, batch, state.obj_state, step_key)
 
                 (value, (obj_state, metrics)), grads = jax.value_and_grad(scalar, has_aux=True)(state.params)
                 updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
                 params = optax.apply_updates(state.params, updates)
+                model_state = model.updated_state(state.params, step_model_state, state.model_state, batch["x"])
                 finite = jnp.isfinite(value) & jnp.all(
                     jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
                 )
-                new = TrainState(params, opt_state, obj_state, state.step + 1)
+                new = TrainState(params, opt_state, obj_state, state.step + 1, model_state)
                 # After the first non-finite step, freeze the last finite state.
                 keep = finite & (bad_step < 0)
                 new = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, state)
@@ -298,102 +249,196 @@ class Trainer:
 
             init = (state, jnp.asarray(-1, state.step.dtype))
             (state, bad_step), metrics = jax.lax.scan(body, init, (idx, mask, jnp.arange(steps)))
-            return state, bad_step, jax.tree.map(jnp.mean, metrics)
+            return state, bad_step, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
 
-        fn = jax.jit(epoch)
-        self._epoch_fns[key] = fn
-        return fn
+        return robustlearn_epoch
 
-    def _eval_fn(self, classifier: bool, num_groups: int):
-        key = ("eval", classifier, num_groups)
-        if key in self._epoch_fns:
-            return self._epoch_fns[key]
-        objective = self.objective
+    def _make_eval(self, prep: _Prepared):
+        model, loss, objective = self._model, self.loss, self.objective
+        classifier, num_groups, use_objective = prep.classifier, prep.num_groups, prep.val_objective
 
-        def evaluate(params, obj_state, data, key):
-            outputs = self.apply(params, data["x"])
-            losses = self.loss(outputs, data["y"])
-            value, _ = objective.loss(self.loss_fn, params, data, obj_state, key)
-            out = {"loss": jnp.mean(losses), "objective": value}
-            if classifier:
-                correct = (jnp.argmax(outputs, axis=-1) == data["y"]).astype(losses.dtype)
-                out["accuracy"] = jnp.mean(correct)
-            if num_groups:
-                g = data["group"]
-                count = jax.ops.segment_sum(jnp.ones_like(losses), g, num_groups)
-                present = count > 0
-                safe = jnp.where(present, count, 1)
-                group_loss = jax.ops.segment_sum(losses, g, num_groups) / safe
-                out["worst_group_loss"] = jnp.max(jnp.where(present, group_loss, -jnp.inf))
-                if classifier:
-                    group_acc = jax.ops.segment_sum(correct, g, num_groups) / safe
-                    out["worst_group_accuracy"] = jnp.min(jnp.where(present, group_acc, jnp.inf))
+        def robustlearn_eval(params, model_state, obj_state, data, key):
+            outputs = model.eval_apply(params, model_state, data["x"])
+            losses = loss(outputs, data["y"])
+            out = evaluation_metrics(outputs, losses, data, classifier=classifier, num_groups=num_groups)
+            if use_objective:
+
+                def loss_fn(p, b):
+                    return loss(model.eval_apply(p, model_state, b["x"]), b["y"])
+
+                value, metrics = objective.eval_loss(loss_fn, params, data, obj_state, key)
+                extra = {k: v for k, v in metrics.items() if k not in ("objective", "mean_loss", *out)}
+                out = {"loss": out.pop("loss"), "objective": value, **extra, **out}
             return out
 
-        fn = jax.jit(evaluate)
-        self._epoch_fns[key] = fn
-        return fn
+        return robustlearn_eval
 
-    # ------------------------------------------------------------------ public API
+    def _executable(self, kind: str, make: Callable, *args):
+        """The compiled ``kind`` program for ``args`` (traced again only when something changed)."""
+        leaves = jax.tree.leaves(args)
+        signature = (
+            jax.tree.structure(args),
+            tuple((jnp.shape(x), jnp.result_type(x), getattr(x, "sharding", None)) for x in leaves),
+        )
+        owners = (self.objective, self.optimizer, self.loss, self._model, self.mesh)
+        key = (kind, tuple(id(o) for o in owners), signature)
+        hit = self._compiled.get(key)
+        if hit is None:
+            hit = (owners, compile_cache.compiled(make(), *args))
+            self._compiled = {k: v for k, v in self._compiled.items() if k[1] == key[1]}  # drop stale programs
+            self._compiled[key] = hit
+        return hit[1]
+
+    # ------------------------------------------------------------------ preparation
+
+    def _first(self, data, k):
+        return {key: jnp.asarray(v[:k]) for key, v in data.items()}
+
+    def _num_groups(self) -> int | None:
+        from_objective = self.objective.hyperparams.get("num_groups")
+        if from_objective is not None and self.num_groups is not None and from_objective != self.num_groups:
+            raise ValueError(
+                f"`num_groups` ({self.num_groups}) differs from the objective's num_groups ({from_objective})."
+            )
+        return self.num_groups if self.num_groups is not None else from_objective
+
+    def _prepare(self, train, val, epochs) -> _Prepared:
+        epochs = positive_int("epochs", epochs)
+        train = as_dataset(train, "train")
+        val = None if val is None else as_dataset(val, "val")
+        objective = self.objective
+        _objective_check(objective, train, "train")
+        missing = [k for k in objective.requires if k not in train]
+        if missing:
+            raise ValueError(
+                f"the objective {objective.name} needs the column(s) {missing} in the training data `train`; "
+                f"got keys {sorted(train)}."
+            )
+        num_groups = 0
+        val_objective = False
+        if val is not None:
+            val_objective = all(k in val for k in objective.requires)
+            if val_objective:
+                _objective_check(objective, val, "val")
+            if "group" in val:
+                num_groups = self._num_groups()
+                if num_groups is None:
+                    raise ValueError(
+                        "`val` has 'group' ids but the number of groups is unknown: pass Trainer(num_groups=...) "
+                        "(group objectives such as group_dro supply it)."
+                    )
+                check_groups(val, num_groups, "val")
+        plan = batch_plan(train["x"].shape[0], self.batch_size)
+        if self.mesh is not None and plan.batch_size % self.mesh.size:
+            raise ValueError(
+                f"`batch_size` ({plan.batch_size}) must be divisible by the number of devices ({self.mesh.size})."
+            )
+        # Shapes only (no compilation): the loss must give one value per example.
+        k = min(plan.n, 2)
+        sample = self._first(train, k)
+        params, mstate = self.init_params, self._model.state
+
+        def forward(p, x):
+            return self._model.eval_apply(p, mstate, x)
+
+        check_labels(train["y"], (), self.loss, "train")  # the label dtype against the loss, before tracing it
+        try:
+            out = jax.eval_shape(forward, params, sample["x"])
+            losses = jax.eval_shape(self.loss, out, sample["y"])
+        except Exception as e:
+            e.add_note("(robustlearn: while evaluating loss(model(train['x']), train['y']) on 2 training examples)")
+            raise
+        if losses.shape != (k,):
+            raise ValueError(f"`loss(outputs, y)` must return one loss per example, shape (n,); got {losses.shape}.")
+        classifier = check_labels(train["y"], out.shape, self.loss, "train")
+        if val is not None:
+            val_out = jax.eval_shape(
+                lambda p, x: self._model.eval_apply(p, mstate, x), params, self._first(val, 1)["x"]
+            )
+            check_labels(val["y"], val_out.shape, self.loss, "val")
+        # Metric names (shapes only).
+        batch = dict(sample, mask=jnp.ones(k, bool))
+        obj_state = jax.eval_shape(objective.init, jax.random.PRNGKey(0))
+        _, (_, train_metrics) = jax.eval_shape(
+            lambda p, s: objective.loss(self.loss_fn, p, batch, s, jax.random.PRNGKey(0)), params, obj_state
+        )
+        train_names = [f"train_{m}" for m in _ordered(train_metrics, ("objective", "mean_loss"), ())]
+        val_names = []
+        if val is not None:
+            prep = _Prepared(train, val, epochs, plan, classifier, num_groups, val_objective, (), ())
+            val_metrics = jax.eval_shape(
+                self._make_eval(prep), params, mstate, obj_state, self._first(val, 2), jax.random.PRNGKey(0)
+            )
+            last = ("accuracy", "worst_group_loss", "worst_group_accuracy")
+            val_names = [f"val_{m}" for m in _ordered(val_metrics, ("loss", "objective"), last)]
+        return _Prepared(
+            train, val, epochs, plan, classifier, num_groups, val_objective, tuple(train_names), tuple(val_names)
+        )
 
     def metric_names(self, train, val=None) -> list[str]:
         """The metric names that ``fit(train, val)`` records (valid ``monitor`` values)."""
-        classifier = val is not None and _check_labels(val["y"], self._out_shape(val), "val")
-        return self._metric_names(val, classifier)
+        prep = self._prepare(train, val, 1)
+        return [*prep.train_names, *prep.val_names]
 
-    @staticmethod
-    def _metric_names(val, classifier: bool) -> list[str]:
-        names = ["train_objective", "train_mean_loss"]
-        if val is not None:
-            names += ["val_loss", "val_objective"]
-            names += ["val_accuracy"] if classifier else []
-            if "group" in val:
-                names += ["val_worst_group_loss"] + (["val_worst_group_accuracy"] if classifier else [])
-        return names
+    def _build_callbacks(self) -> list:
+        callbacks = list(self.callbacks)
+        if any(isinstance(cb, EarlyStopping) for cb in callbacks):
+            if self.monitor is not None or self.patience is not None or self.restore_best is not True:
+                raise ValueError("pass `monitor`/`patience`/`restore_best` either to the Trainer or to EarlyStopping.")
+        else:
+            callbacks.append(EarlyStopping(self.monitor, patience=self.patience, restore_best=self.restore_best))
+        if self.checkpoint_dir is not None:
+            if any(isinstance(cb, Checkpointer) for cb in callbacks):
+                raise ValueError("pass a checkpoint directory either as `checkpoint_dir` or as a Checkpointer.")
+            callbacks.append(Checkpointer(self.checkpoint_dir))
+        if self.verbose and not any(isinstance(cb, ProgressBar) for cb in callbacks):
+            callbacks.append(ProgressBar())
+        if sum(isinstance(cb, Checkpointer) for cb in callbacks) > 1:
+            raise ValueError("at most one Checkpointer per Trainer.")
+        return sort_callbacks(callbacks)
 
-    def _out_shape(self, data):
-        x = _first(data)["x"]
-        return jax.eval_shape(self.apply, self.init_params, x).shape
+    def _config(self, prep: _Prepared, state: TrainState) -> dict:
+        """What a checkpoint must agree on to be resumed by this run (JSON)."""
 
-    def _validate(self, train, val, epochs):
-        n = _leading(train, "train")
-        if val is not None:
-            _leading(val, "val")
-        if self.objective.check is not None:
-            self.objective.check(train)
-            if val is not None:
-                self.objective.check(val)
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"`epochs` must be a positive int; got {epochs!r}.")
-        batch_size = n if self.batch_size is None else self.batch_size
-        if batch_size > n:
-            raise ValueError(f"`batch_size` ({batch_size}) must be at most the number of training examples ({n}).")
-        if self.mesh is not None and batch_size % self.mesh.size:
-            raise ValueError(
-                f"`batch_size` ({batch_size}) must be divisible by the number of devices ({self.mesh.size})."
-            )
-        # Shapes only (no compilation): the loss must give one value per example.
-        k = min(n, 2)
-        out = jax.eval_shape(self.loss_fn, self.init_params, _first(train, k))
-        if out.shape != (k,):
-            raise ValueError(f"`loss(outputs, y)` must return one loss per example, shape (n,); got {out.shape}.")
-        _check_labels(train["y"], self._out_shape(train), "train")
-        classifier = val is not None and _check_labels(val["y"], self._out_shape(val), "val")
-        names = self._metric_names(val, classifier)
-        monitor = self.monitor or ("val_loss" if val is not None else "train_objective")
-        if monitor not in names:
-            raise ValueError(f"unknown `monitor` metric {monitor!r}; available: {names}.")
-        return n, batch_size, monitor, classifier
+        def spec(tree):
+            out = {}
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+                out[jax.tree_util.keystr(path)] = f"{tuple(jnp.shape(leaf))} {jnp.result_type(leaf)}"
+            return out
+
+        initial = {}
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]:
+            if jnp.ndim(leaf) == 0 and not jnp.issubdtype(jnp.result_type(leaf), jax.dtypes.prng_key):
+                initial[jax.tree_util.keystr(path)] = float(np.asarray(jax.device_get(leaf)))
+        return {
+            "objective": {"name": self.objective.name},
+            "optimizer": {"state": _describe_optimizer(state.opt_state), "initial": initial},
+            "model": {"kind": self._model.describe(), "params": spec(state.params), "state": spec(state.model_state)},
+            "data": {"train_examples": prep.plan.n},
+            "batch_size": prep.plan.batch_size,
+            "seed": self.seed,
+        }
+
+    # ------------------------------------------------------------------ public API
 
     def fit(self, train: dict, val: dict | None = None, *, epochs: int = 10, resume: bool = False) -> History:
         """Trains for ``epochs`` epochs (counting those of a resumed checkpoint).
 
+        Every ``fit`` starts from the initial parameters (those of the model or
+        ``params`` when the trainer was built), unless it resumes a checkpoint.
+
         Args:
-            train: dict with ``"x"``, ``"y"`` and optionally ``"weight"`` (nominal
-                weights) and ``"group"`` (integer ids); leading axis = examples.
-            val: the same structure for validation, evaluated after every epoch.
+            train: dict with ``"x"``, ``"y"`` and the columns the objective needs
+                (``"weight"``: nominal weights, ``"group"``: integer ids...); leading
+                axis = examples. Python lists are converted; NaN/inf are an error.
+            val: the same structure for validation, evaluated after every epoch in
+                evaluation mode without advancing the objective's state. Columns the
+                objective needs may be missing: then ``val_objective`` and the
+                objective's own validation metrics are skipped.
             epochs: total number of epochs.
-            resume: continue from the checkpoint in ``checkpoint_dir`` if there is one.
+            resume: continue from the checkpoint of the trainer's Checkpointer
+                (``checkpoint_dir``) if there is one; training starts from scratch when
+                the directory holds no checkpoint yet.
 
         Returns:
             The :class:`History` (also ``self.history``).
@@ -402,109 +447,196 @@ class Trainer:
             FloatingPointError: a step produced a non-finite objective or gradient. The
                 trainer then holds the last finite state and the checkpoint of the last
                 completed epoch is left as it was.
+            CheckpointError: the checkpoint cannot be read or does not fit this run.
         """
-        n, batch_size, monitor, classifier = self._validate(train, val, epochs)
-        maximize = any(monitor.endswith(m) for m in _MAXIMIZE)
-        base_key = jax.random.PRNGKey(self.seed)
+        if not isinstance(resume, bool):
+            raise TypeError(f"`resume` must be a bool; got {resume!r}.")
+        prep = self._prepare(train, val, epochs)
+        callbacks = self._build_callbacks()
+        checkpointer = next((cb for cb in callbacks if isinstance(cb, Checkpointer)), None)
+        if resume and checkpointer is None:
+            raise ValueError("`resume=True` needs a checkpoint directory: pass `checkpoint_dir=` or a Checkpointer.")
+        loaded = checkpointer.load() if resume else None
+        if loaded is not None and self._seed_drawn:
+            self.seed = loaded[0]["config"]["seed"]
         params = self._replicated(self.init_params)
-        state = TrainState(
-            params,
-            self.optimizer.init(params),
-            self.objective.init(jax.random.fold_in(base_key, 0)),
-            jnp.asarray(0, jnp.int32),
-        )
-        progress = {"epoch": 0, "best": None, "best_epoch": 0, "wait": 0}
-        best_params = params
-        history = History()
-        if resume and self.checkpoint_dir and os.path.exists(self._ckpt_path()):
-            state, best_params, progress, history = self._load(state)
-            state = self._replicated(state)
-            best_params = self._replicated(best_params)
+        base_key = jax.random.PRNGKey(self.seed)
+        opt_state = self.optimizer.init(params)
+        obj_state = self.objective.init(jax.random.fold_in(base_key, 0))
+        state = self._replicated(TrainState(params, opt_state, obj_state, jnp.asarray(0, jnp.int32), self._model.state))
+        self._run_config = self._config(prep, state)
+        self.history = History()
+        self.stop_training = False
+        self.best_epoch = self.stopped_epoch = None
+        start, stopped, saved_callbacks, restore = 1, False, [], None
+        if loaded is not None:
+            meta, trees, path = loaded
+            _ckpt.compare_config(meta["config"], self._run_config, path)
+            state = self._replicated(_ckpt.restore_tree(state, trees.get("state", []), "state", path))
+            self.history = History.from_json(meta["history"])
+            start, stopped = meta["progress"]["epoch"] + 1, meta["progress"]["stopped"]
+            saved_callbacks = meta["callbacks"]
+            if start - 1 > prep.epochs:
+                raise ValueError(f"the checkpoint {path!r} holds {start - 1} epochs, more than `epochs`={prep.epochs}.")
 
-        data = self._replicated(jax.tree.map(jnp.asarray, train))
-        val_data = None if val is None else self._replicated(jax.tree.map(jnp.asarray, val))
-        num_groups = int(np.max(val["group"])) + 1 if val is not None and "group" in val else 0
-        epoch_fn = self._epoch_fn(n, batch_size)
-        eval_fn = self._eval_fn(classifier, num_groups) if val is not None else None
+            def restore(i, tree_path=path, trees=trees):
+                """A function rebuilding callback ``i``'s arrays into a template, or None."""
+                entries = trees.get(f"callback{i}")
+                if entries is None:
+                    return None
+                return lambda t: self._replicated(_ckpt.restore_tree(t, entries, f"callback {i} ", tree_path))
 
-        for epoch in range(progress["epoch"] + 1, epochs + 1):
-            epoch_key = jax.random.fold_in(base_key, epoch)
-            new_state, bad_step, metrics = epoch_fn(state, data, epoch_key)
-            if int(bad_step) >= 0:
-                self.state, self.params, self.history = new_state, new_state.params, history
-                raise FloatingPointError(
-                    f"non-finite objective or gradient at step {int(bad_step)} (epoch {epoch}); training stopped. "
-                    f"`trainer.state` holds the last finite state"
-                    + (f"; the checkpoint of epoch {epoch - 1} is kept." if self.checkpoint_dir else ".")
+        self.state, self.params, self.model_state = state, state.params, state.model_state
+        self._epochs, self._start_epoch, self._active_callbacks = prep.epochs, start, callbacks
+        self._default_monitor = "val_loss" if prep.val is not None else "train_objective"
+        provided = [name for cb in callbacks for name in getattr(cb, "provides", ())]
+        self._metric_order = [*prep.train_names, *prep.val_names]
+        self._available_metrics = [*self._metric_order, *provided]
+        self._checkpointer = checkpointer
+        if checkpointer is not None:
+            checkpointer.last_saved_epoch = start - 1 if loaded is not None else None
+
+        data = self._replicated(jax.tree.map(jnp.asarray, prep.train))
+        val_data = None if prep.val is None else self._replicated(jax.tree.map(jnp.asarray, prep.val))
+        error = None
+        started = []
+        try:
+            for cb in callbacks:
+                call(cb, "on_fit_start", self)
+                started.append(cb)
+            if loaded is not None:
+                self._load_callback_states(callbacks, saved_callbacks, restore, loaded[2])
+            if not stopped and start <= prep.epochs:
+                epoch_fn = self._executable(
+                    "epoch", lambda: self._make_epoch(prep.plan), state, data, jax.random.PRNGKey(0)
                 )
-            state = new_state
-            row = {"epoch": epoch, "train_objective": float(metrics["objective"])}
-            row["train_mean_loss"] = float(metrics["mean_loss"]) if "mean_loss" in metrics else None
-            if eval_fn is not None:
-                out = eval_fn(state.params, state.obj_state, val_data, jax.random.fold_in(epoch_key, -2 % 2**31))
-                row |= {f"val_{k}": float(v) for k, v in out.items()}
-            history.rows.append(row)
-            score = row[monitor]
-            better = progress["best"] is None or (score > progress["best"] if maximize else score < progress["best"])
-            if better:
-                progress |= {"best": score, "best_epoch": epoch, "wait": 0}
-                best_params = state.params
-            else:
-                progress["wait"] += 1
-            progress["epoch"] = epoch
-            if self.checkpoint_dir:
-                self._save(state, best_params, progress, history)
-            if self.verbose:
-                self._print_progress(epoch, epochs, row)
-            if self.patience is not None and progress["wait"] >= self.patience:
-                break
-        if self.verbose:
-            print(file=sys.stderr)
-        self.state = state
-        self.params = best_params if self.restore_best else state.params
-        self.best_epoch = progress["best_epoch"]
-        self.history = history
-        if self._module is not None:
-            nnx.update(self._module, self.params)
-        return history
+                eval_fn = None
+                if val_data is not None:
+                    eval_args = (state.params, state.model_state, state.obj_state, val_data, jax.random.PRNGKey(0))
+                    eval_fn = self._executable("eval", lambda: self._make_eval(prep), *eval_args)
+                for epoch in range(start, prep.epochs + 1):
+                    state = self._run_epoch(epoch, state, data, val_data, epoch_fn, eval_fn, base_key, callbacks)
+                    if self.stop_training:
+                        break
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            self.params, self.model_state = self.state.params, self.state.model_state
+            for cb in started:
+                call(cb, "on_fit_end", self, error)
+        self.best_epoch = next((cb.best_epoch for cb in callbacks if isinstance(cb, EarlyStopping)), None)
+        self.stopped_epoch = self.history.stopped_epoch
+        self._model.write_back(self.params, self.model_state)
+        return self.history
+
+    def _run_epoch(self, epoch, state, data, val_data, epoch_fn, eval_fn, base_key, callbacks):
+        epoch_key = jax.random.fold_in(base_key, epoch)
+        new_state, bad_step, metrics = epoch_fn(state, data, epoch_key)
+        if int(bad_step) >= 0:
+            self.state = new_state
+            saved = getattr(self._checkpointer, "last_saved_epoch", None)
+            raise FloatingPointError(
+                f"non-finite objective or gradient at step {int(bad_step)} (epoch {epoch}); training stopped. "
+                f"`trainer.state` holds the last finite state"
+                + (f"; the checkpoint of epoch {saved} is kept." if saved else ".")
+            )
+        state = new_state
+        values = {f"train_{k}": v for k, v in metrics.items()}
+        if eval_fn is not None:
+            key = jax.random.fold_in(epoch_key, _EVAL_STREAM)
+            out = eval_fn(state.params, state.model_state, state.obj_state, val_data, key)
+            values |= {f"val_{k}": v for k, v in out.items()}
+        values = jax.device_get(values)
+        row = {"epoch": epoch} | {k: to_python(values[k]) for k in self._metric_order if k in values}
+        self.state, self.params, self.model_state = state, state.params, state.model_state
+        self.history.rows.append(row)
+        for cb in callbacks:
+            if call(cb, "on_epoch_end", self, row) and not self.stop_training:
+                self.stop_training = True
+                if self.history.stopped_epoch is None:  # EarlyStopping records its own reason
+                    self.history.stopped_epoch = epoch
+                    self.history.notes.append(f"{type(cb).__name__} stopped training after epoch {epoch}")
+        return state
+
+    def _load_callback_states(self, callbacks, saved, restore, path) -> None:
+        stateful = [(i, cb) for i, cb in enumerate(callbacks) if call(cb, "state_dict") is not None]
+        names = [type(cb).__qualname__ for _, cb in stateful]
+        if names != [s["class"] for s in saved]:
+            raise _ckpt.CheckpointError(
+                f"checkpoint {path!r} does not fit this run: other callbacks with state: "
+                f"{[s['class'] for s in saved]} in the checkpoint, {names} now."
+            )
+        for j, ((_, cb), entry) in enumerate(zip(stateful, saved, strict=True)):
+            cb.load_state_dict(dict(entry["state"], arrays=restore(j)))
+
+    def _checkpoint_bytes(self) -> bytes:
+        trees = {"state": self.state}
+        saved = []
+        for cb in self._active_callbacks:
+            state = call(cb, "state_dict")
+            if state is None:
+                continue
+            state = dict(state)
+            arrays = state.pop("arrays", None)
+            if arrays is not None:
+                trees[f"callback{len(saved)}"] = arrays
+            saved.append({"class": type(cb).__qualname__, "state": state})
+        meta = {
+            "config": self._run_config,
+            "progress": {"epoch": self.history.rows[-1]["epoch"] if self.history.rows else 0,
+                         "stopped": bool(self.stop_training)},
+            "history": self.history.to_json(),
+            "callbacks": saved,
+            "versions": {"jax": jax.__version__},
+        }  # fmt: skip
+        return _ckpt.encode(trees, meta)
 
     def predict(self, x) -> jax.Array:
-        """Model outputs for inputs ``x`` with the trained parameters."""
-        return self.apply(self.params, jnp.asarray(x))
+        """Model outputs for inputs ``x`` with the trained parameters, in evaluation mode."""
+        x = self._replicated(jnp.asarray(x))
+        if self._model.module is not None:
+            return _predict_module(self._model.graphdef_eval, self.params, self.model_state, x)
+        return _predict_function(self._model._apply, self.params, x)
 
-    # ---------------------------------------------------------------- checkpoints
 
-    def _ckpt_path(self) -> str:
-        return os.path.join(self.checkpoint_dir, "checkpoint.msgpack")
+@functools.partial(jax.jit, static_argnums=0)
+def _predict_module(graphdef, params, state, x):
+    return nnx.merge(graphdef, params, state, copy=True)(x)
 
-    def _save(self, state, best_params, progress, history):
-        # Leaves are stored by position and restored into the structure of a freshly
-        # initialized state, so any pytree (optax states, nnx.State) round-trips.
-        os.makedirs(self.checkpoint_dir, exist_ok=True)
-        leaves = jax.tree.leaves(jax.device_get((state, best_params)))
-        payload = {
-            "leaves": {str(i): np.asarray(leaf) for i, leaf in enumerate(leaves)},
-            "meta": json.dumps({"progress": progress, "history": history.rows}),
-        }
-        tmp = self._ckpt_path() + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(serialization.msgpack_serialize(payload))
-        os.replace(tmp, self._ckpt_path())  # atomic: a crash never leaves half a checkpoint
 
-    def _load(self, template_state):
-        with open(self._ckpt_path(), "rb") as f:
-            payload = serialization.msgpack_restore(f.read())
-        treedef = jax.tree.structure((template_state, template_state.params))
-        leaves = [payload["leaves"][str(i)] for i in range(treedef.num_leaves)]
-        state, best_params = jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves])
-        meta = json.loads(payload["meta"])
-        return state, best_params, meta["progress"], History(meta["history"])
+def _predict_function(apply, params, x):
+    return apply(params, x)
 
-    @staticmethod
-    def _print_progress(epoch, epochs, row):
-        width = 20
-        done = int(width * epoch / epochs)
-        bar = "#" * done + "-" * (width - done)
-        metrics = "  ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch" and isinstance(v, float))
-        end = "\r" if sys.stderr.isatty() else "\n"
-        print(f"[{bar}] epoch {epoch}/{epochs}  {metrics}", end=end, file=sys.stderr, flush=True)
+
+def _objective_check(objective: Objective, data: dict, name: str) -> None:
+    """``objective.check(data)``, its error naming the split."""
+    if objective.check is None:
+        return
+    try:
+        objective.check(data)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"in `{name}`: {e}") from None
+
+
+def _ordered(names, first: tuple[str, ...], last: tuple[str, ...]) -> list[str]:
+    """``names`` with ``first`` in front, ``last`` at the end, the others sorted between."""
+    middle = sorted(n for n in names if n not in first and n not in last)
+    return [n for n in first if n in names] + middle + [n for n in last if n in names]
+
+
+def _describe_optimizer(opt_state) -> str:
+    """The classes of an optax state, e.g. ``(ScaleByAdamState, EmptyState)``."""
+
+    def walk(node) -> str:
+        if isinstance(node, tuple) and hasattr(node, "_fields"):
+            inner = [walk(getattr(node, f)) for f in node._fields]
+            inner = [s for s in inner if s]
+            return type(node).__name__ + (f"({', '.join(inner)})" if inner else "")
+        if isinstance(node, list | tuple):
+            return "(" + ", ".join(walk(n) for n in node) + ")"
+        if isinstance(node, dict) and any(isinstance(v, tuple) and hasattr(v, "_fields") for v in node.values()):
+            return "{" + ", ".join(f"{k}: {walk(v)}" for k, v in node.items()) + "}"
+        return ""
+
+    return walk(opt_state)
