@@ -445,23 +445,24 @@ def test_float32_stops_early_and_matches_float64(objective):
 
 def test_fit_linear_reuses_compiled_solver():
     # Other hyperparameters, l2, tol, weights and data of the same shapes must not recompile
-    # the solver; a new objective structure must. (The Wasserstein objective's `loss` keeps
-    # its constructor values for an empty state, so only its small exact-value program is
-    # compiled per radius.)
+    # the solver; a new objective structure must. Non-smooth objectives also compile a small
+    # program for the exact value at the end (the Wasserstein objective's `loss` keeps its
+    # constructor values for an empty state, so that one is compiled per radius).
     from robustlearn._src.training import linear as _linear
 
     x, y = _data(12, n=37)  # a shape no other test compiles
-    for make, first, second, evaluate_reused in [
-        (objectives.cvar, 0.3, 0.5, True),
-        (_second_moment, 0.1, 0.7, True),
-        (lambda r: wasserstein.linear_classification_objective(r, kappa=1.0), 0.1, 0.3, False),
+    for make, first, second, evaluations in [
+        (objectives.cvar, 0.3, 0.5, (1, 1)),
+        (_second_moment, 0.1, 0.7, (0, 0)),
+        (lambda r: wasserstein.linear_classification_objective(r, kappa=1.0), 0.1, 0.3, (1, 2)),
     ]:
-        sizes = _linear._solve._cache_size(), _linear._evaluate._cache_size()
+        solves, evaluates = _linear._solve._cache_size(), _linear._evaluate._cache_size()
         rl.train.fit_linear(x, y, make(first), l2=L2, weights=np.ones(37))
-        assert (_linear._solve._cache_size(), _linear._evaluate._cache_size()) == (sizes[0] + 1, sizes[1] + 1)
+        assert _linear._solve._cache_size() == solves + 1
+        assert _linear._evaluate._cache_size() == evaluates + evaluations[0]
         rl.train.fit_linear(x + 1.0, y, make(second), l2=0.1, tol=1e-6, weights=np.arange(1.0, 38.0))
-        assert _linear._solve._cache_size() == sizes[0] + 1
-        assert (_linear._evaluate._cache_size() == sizes[1] + 1) == evaluate_reused
+        assert _linear._solve._cache_size() == solves + 1
+        assert _linear._evaluate._cache_size() == evaluates + evaluations[1]
 
 
 # ------------------------------------------------------------------------- bad inputs
@@ -514,6 +515,7 @@ INF_X[0, 0] = np.inf
         ({"columns": {"group": np.zeros(N - 1, int)}}, ValueError, r"`columns\['group'\]` must have a leading dim"),
         ({"columns": {"weight": np.ones(N)}}, ValueError, r"pass nominal weights as `weights=`"),
         ({"columns": [1, 2]}, TypeError, r"`columns` must be a mapping"),
+        ({"columns": {"group": np.array(["a"] * N)}}, TypeError, r"`columns\['group'\]` must hold booleans or real"),
         ({"standardize": 1}, TypeError, r"`standardize` must be a bool"),
         (
             {"objective": objectives.group_dro(2, step_size=1.0), "columns": {"group": np.arange(N) % 2}},

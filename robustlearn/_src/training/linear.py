@@ -81,18 +81,21 @@ def linear_losses(params, x, y, loss: str):
 def _lbfgs(fun, x0, max_iter: int, rtol, memory: int = 10, max_backtracks: int = 30):
     """L-BFGS with a backtracking Armijo line search (quadratic interpolation) from ``x0``.
 
+    ``fun(x) -> (f, aux)``: ``aux`` (any pytree) is carried along with the accepted iterate.
+
     One loop whose body evaluates ``jax.value_and_grad(fun)`` once, at a trial point:
     accepted trials update the iterate and the curvature memory, rejected ones shrink the
     step. Keeping a single copy of the objective in the program keeps compilation short.
     Stops after ``max_iter`` accepted steps, when the gradient norm is at most
     ``rtol * max(1, |f|)``, or when ``max_backtracks`` trials in a row fail to lower ``f``
     by more than its float resolution. Returns
-    ``(x, f(x), iterations, grad_norm)``.
+    ``(x, f(x), aux(x), iterations, grad_norm)``.
     """
     flat0, unravel = ravel_pytree(x0)
     dtype = flat0.dtype
     dim = flat0.shape[0]
-    value_and_grad = jax.value_and_grad(lambda v: fun(unravel(v)))
+    value_and_grad = jax.value_and_grad(lambda v: fun(unravel(v)), has_aux=True)
+    aux_shape = jax.eval_shape(fun, x0)[1]
     c1 = 1e-4
 
     def direction(g, s_mem, y_mem, rho, count):
@@ -120,7 +123,7 @@ def _lbfgs(fun, x0, max_iter: int, rtol, memory: int = 10, max_backtracks: int =
 
     def step(c):
         trial = c["x"] + c["t"] * c["d"]
-        f_t, g_t = value_and_grad(trial)
+        (f_t, aux_t), g_t = value_and_grad(trial)
         first = c["k"] < 0
         slope = c["g"] @ c["d"]
         accept = first | (jnp.isfinite(f_t) & (f_t <= c["f"] + c1 * c["t"] * slope))
@@ -148,6 +151,7 @@ def _lbfgs(fun, x0, max_iter: int, rtol, memory: int = 10, max_backtracks: int =
         return {
             "x": jnp.where(accept, trial, c["x"]),
             "f": jnp.where(accept, f_t, c["f"]),
+            "aux": jax.tree.map(lambda a, b: jnp.where(accept, a, b), aux_t, c["aux"]),
             "g": jnp.where(accept, g_t, c["g"]),
             "d": jnp.where(accept, d_new, c["d"]),
             "t": jnp.where(accept, t_first, t_back),
@@ -169,6 +173,7 @@ def _lbfgs(fun, x0, max_iter: int, rtol, memory: int = 10, max_backtracks: int =
     init = {
         "x": flat0,
         "f": jnp.asarray(jnp.inf, dtype),
+        "aux": jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), aux_shape),
         "g": jnp.zeros((dim,), dtype),
         "d": jnp.zeros((dim,), dtype),
         "t": jnp.zeros((), dtype),
@@ -180,7 +185,7 @@ def _lbfgs(fun, x0, max_iter: int, rtol, memory: int = 10, max_backtracks: int =
         "fails": jnp.zeros((), jnp.int32),
     }
     c = jax.lax.while_loop(cond, step, init)
-    return unravel(c["x"]), c["f"], c["k"], jnp.linalg.norm(c["g"])
+    return unravel(c["x"]), c["f"], c["aux"], c["k"], jnp.linalg.norm(c["g"])
 
 
 # ------------------------------------------------------------------ the compile cache
@@ -352,6 +357,8 @@ def _columns(columns, n: int) -> dict:
                 + ("pass nominal weights as `weights=`." if key == "weight" else "fit_linear sets it.")
             )
         arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"`columns[{key!r}]` must hold booleans or real numbers; got dtype {arr.dtype}.")
         if arr.ndim == 0 or arr.shape[0] != n:
             raise ValueError(f"`columns[{key!r}]` must have a leading dimension of {n} (rows of `x`); got {arr.shape}.")
         out[key] = arr
@@ -528,9 +535,10 @@ def fit_linear(
     # Non-smooth objectives: smoothing scales 1, 0.1, ... (times the loss scale) down to
     # 10x below the square root of the resolution.
     stages = 0 if objective.smooth else int(np.ceil(1 - np.log10(finfo.eps) / 2))
-    # The solve depends on the function it minimizes only; the exact value at the end on `loss`.
+    # The solve depends on the function it minimizes only. Smooth objectives: the value,
+    # metrics and state come with the last iterate; others: evaluated exactly at the end.
     minimized = "loss" if objective.smooth else "smoothed"
-    params, iterations, grad_norm, converged = _solve(
+    params, iterations, grad_norm, converged, evaluated = _solve(
         batch,
         stats,
         state,
@@ -543,9 +551,11 @@ def fit_linear(
         max_iter=max_iter,
         stages=stages,
     )
-    value, metrics, state_changed = _evaluate(
-        batch, params, state, key, jnp.asarray(l2, dtype), structure=_Structure(objective, ("loss",)), loss=loss
-    )
+    if evaluated is None:
+        evaluated = _evaluate(
+            batch, params, state, key, jnp.asarray(l2, dtype), structure=_Structure(objective, ("loss",)), loss=loss
+        )
+    value, metrics, state_changed = evaluated
     if bool(state_changed):
         raise ValueError(
             f"objective {objective.name!r} advances its state in `loss` (an online objective, such as group_dro), "
@@ -591,7 +601,8 @@ def _solve(batch, stats, state, key, z0, l2, rtol, *, structure, loss, max_iter,
     so new hyperparameters or data of the same shape reuse the compiled code. ``stages``
     is the number of smoothing stages (0 for smooth objectives). The optimization
     variable ``z`` holds standardized coordinates; ``params(z)`` are the original ones.
-    Returns ``(params, iterations, grad_norm, converged)``.
+    Returns ``(params, iterations, grad_norm, converged, evaluated)``; ``evaluated`` is
+    ``(value, metrics, state_changed)`` at ``params`` for smooth objectives, else None.
     """
     objective = structure.objective
     dtype = batch["x"].dtype
@@ -610,11 +621,12 @@ def _solve(batch, stats, state, key, z0, l2, rtol, *, structure, loss, max_iter,
 
         def exact(z):
             params = params_of(z)
-            value = objective.loss(loss_fn, params, batch, state, key)[0]
-            return (jnp.asarray(value).astype(dtype) + _penalty(params, l2)) / scale
+            value, (new_state, metrics) = objective.loss(loss_fn, params, batch, state, key)
+            value = jnp.asarray(value).astype(dtype) + _penalty(params, l2)
+            return value / scale, (value, metrics, _state_changed(state, new_state))
 
-        z, _, iters, gnorm = _lbfgs(exact, z0["params"], max_iter, rtol)
-        return params_of(z), iters, gnorm, iters < max_iter
+        z, _, evaluated, iters, gnorm = _lbfgs(exact, z0["params"], max_iter, rtol)
+        return params_of(z), iters, gnorm, iters < max_iter, evaluated
 
     z0 = {"params": z0["params"], "aux": jax.tree.map(lambda a: a / scale, z0["aux"])}
 
@@ -626,11 +638,11 @@ def _solve(batch, stats, state, key, z0, l2, rtol, *, structure, loss, max_iter,
             params = params_of(z["params"])
             aux = jax.tree.map(lambda a: a * scale, z["aux"])
             value = objective.smoothed(loss_fn, params, batch, state, aux, tau)
-            return (jnp.asarray(value).astype(dtype) + _penalty(params, l2)) / scale
+            return (jnp.asarray(value).astype(dtype) + _penalty(params, l2)) / scale, ()
 
-        z, _, iters, gnorm = _lbfgs(smooth, z, max_iter, rtol)
+        z, _, _, iters, gnorm = _lbfgs(smooth, z, max_iter, rtol)
         return z, total + iters, gnorm, iters < max_iter
 
     init = (z0, jnp.zeros((), jnp.int32), jnp.zeros((), dtype), jnp.asarray(True))
     z, iters, gnorm, converged = jax.lax.fori_loop(0, stages, stage, init)
-    return params_of(z["params"]), iters, gnorm, converged
+    return params_of(z["params"]), iters, gnorm, converged, None
