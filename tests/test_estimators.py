@@ -181,11 +181,11 @@ def test_every_reduction_fits_a_linear_classifier(objective):
 
 
 def test_mlp_regressor_is_equivariant_to_the_target_scale():
-    # Targets are standardized: fitting y * 1e4 gives 1e4 times the predictions.
+    # Targets are standardized: fitting y * 1e4 gives 1e4 times the predictions (minibatches here).
     x, _ = _blobs(9)
     y = np.sin(x[:, 0]) + 0.1 * x[:, 1]
-    base = RobustRegressor("kl", radius=0.1, random_state=0, **MLP).fit(x, y)
-    scaled = RobustRegressor("kl", radius=0.1, random_state=0, **MLP).fit(x, 1e4 * y)
+    base = RobustRegressor("kl", radius=0.1, random_state=0, batch_size=32, **MLP).fit(x, y)
+    scaled = RobustRegressor("kl", radius=0.1, random_state=0, batch_size=32, **MLP).fit(x, 1e4 * y)
     np.testing.assert_allclose(scaled.predict(x), 1e4 * base.predict(x), rtol=1e-4, atol=1e-3)
     assert base.score(x, y) > 0.8
 

@@ -184,6 +184,19 @@ def test_every_reduction_matches_scipy(name):
     assert exact == pytest.approx(float(solution.value), rel=1e-10)
 
 
+def test_a_wrapped_objective_takes_the_path_of_its_flag():
+    # A user wrapper around CVaR (another function, same flag and smoothed form) is solved
+    # as CVaR: the solver is chosen by `smooth`, never by the identity of the objective.
+    inner = objectives.cvar(0.3)
+
+    def loss(loss_fn, params, batch, state, key):
+        return inner.loss(loss_fn, params, batch, state, key)
+
+    wrapped = Objective(inner.init, loss, "wrapped", smooth=False, smoothed=inner.smoothed, aux_init=inner.aux_init)
+    x, y = _data()
+    assert float(rl.train.fit_linear(x, y, wrapped, l2=L2).value) == pytest.approx(ref_cvar(x, y, 0.3), rel=1e-4)
+
+
 # ------------------------------------------------------------ objectives beyond reductions
 
 

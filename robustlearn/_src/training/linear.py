@@ -304,9 +304,10 @@ def _real_array(name: str, value, ndim: int) -> np.ndarray:
 
 
 def _float_dtype(x: np.ndarray):
+    """The solver's dtype: that of ``x`` as JAX holds it (float64 only with x64 enabled), at least float32."""
     if np.issubdtype(x.dtype, np.floating):
-        # Half precisions are too coarse for a line search: at least float32.
-        return jnp.promote_types(jnp.dtype(x.dtype), jnp.float32)
+        # Half precisions are too coarse for a line search.
+        return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.promote_types(x.dtype, jnp.float32)))
     return jnp.dtype(jnp.result_type(float))
 
 
@@ -431,8 +432,9 @@ def fit_linear(
     the compiled code.
 
     Args:
-        x: features, shape ``(n, d)``, real and finite (ints and bools are converted to
-            the default float dtype; float16/bfloat16 to float32).
+        x: features, shape ``(n, d)``, real and finite. The solver runs in the dtype of
+            ``x`` as JAX holds it (float64 arrays become float32 unless x64 is enabled;
+            ints and bools the default float dtype; float16/bfloat16 float32).
         y: targets, shape ``(n,)``: {0, 1} for ``"logistic"``, class ids for
             ``"softmax"``, reals for ``"squared"``.
         objective: any :class:`~robustlearn.objectives.Objective`: every reduction of
@@ -476,6 +478,12 @@ def fit_linear(
         >>> sol = rl.train.fit_linear(x, y, rl.objectives.worst_group(2), l2=0.1, columns={"group": g})
         >>> sorted(sol.metrics)
         ['mean_loss', 'objective', 'worst_group_loss']
+
+    References:
+        Nocedal & Wright, *Numerical Optimization*, 2nd ed., Springer 2006 (L-BFGS, ch. 7;
+        backtracking line search, ch. 3). Nesterov, *Smooth minimization of non-smooth
+        functions*, Math. Programming 103, 2005 (smoothing). Rockafellar & Uryasev,
+        *Optimization of conditional value-at-risk*, J. Risk 2, 2000 (CVaR's joint form).
     """
     _check_objective(objective)
     if loss not in _LOSSES:
