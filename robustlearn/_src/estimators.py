@@ -19,6 +19,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import special
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -435,7 +436,9 @@ class RobustClassifier(ClassifierMixin, _Base):
         (['a', 'b'], (1, 1))
     """
 
-    def fit(self, X, y, sample_weight=None, groups=None):
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None, groups: ArrayLike | None = None
+    ) -> RobustClassifier:
         """Fits the model.
 
         Args:
@@ -512,7 +515,9 @@ class RobustRegressor(RegressorMixin, _Base):
         (21.0, 2.0)
     """
 
-    def fit(self, X, y, sample_weight=None, groups=None):
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None, groups: ArrayLike | None = None
+    ) -> RobustRegressor:
         """Fits the model.
 
         Args:
