@@ -260,6 +260,37 @@ def linear_classification_objective(
     The parameters must be ``{"w": (d,), "b": ()}`` (score ``x @ w + b``), the batch must
     hold ``"x"`` and ``"y"`` (labels in {0, 1} or {-1, +1}); ``"mask"`` and ``"weight"``
     set the nominal weights. The objective uses the parameters directly, not ``loss_fn``.
+    The state (``init``) holds the radius and ``kappa`` as arrays, and ``smoothed`` reads
+    them from there, so ``fit_linear`` over a grid of them reuses one compiled solver;
+    ``loss`` also accepts the empty state ``()``, which means the values given here.
+
+    Not smooth (the dual norm, the max over keeping or flipping a label, the hinge):
+    ``fit_linear`` minimizes its ``smoothed`` form with a decreasing :math:`\tau`,
+
+    .. math::
+
+        V_\tau(\theta) = \min_{\lambda \ge N_\tau(\theta)}\ \lambda\varepsilon
+            + \sum_i p_i\, \tau \log\big(e^{L_\tau(z_i)/\tau}
+            + e^{(L_\tau(-z_i) - \lambda\kappa)/\tau}\big),
+
+    with :math:`L_\tau(z) = \tau\,\mathrm{softplus}((1 - z)/\tau)` for the hinge (the
+    logistic loss is already smooth) and :math:`N_\tau` a smoothed dual norm:
+    :math:`\|\sqrt{\theta^2 + \tau^2}\|_q` for :math:`1 < q < \infty`,
+    :math:`\sum_j \sqrt{\theta_j^2 + \tau^2}` for ``"linf"`` and
+    :math:`\tau\log\sum_j (e^{\theta_j/\tau} + e^{-\theta_j/\tau})` for ``"l1"``. The
+    inner problem in :math:`\lambda` is strictly convex and is solved exactly (bisection
+    on its derivative, clipped at :math:`N_\tau`), so there are no auxiliary variables.
+    Each smoothing only raises the value, and
+
+    .. math::
+
+        0 \le V_\tau(\theta) - V(\theta) \le \tau\big(\log 2\,[\kappa < \infty]
+            + \log 2\,[\text{hinge}] + \varepsilon\, c_d\big),
+
+    with :math:`c_d = d^{1/q}` (:math:`d` for ``"linf"``, :math:`\log 2d` for ``"l1"``).
+    (Raising the multiplier by :math:`N_\tau - N` turns a feasible :math:`\lambda` of
+    :math:`V` into one of :math:`V_\tau` at a cost of at most :math:`\varepsilon(N_\tau -
+    N)`, since the sum does not increase with :math:`\lambda`.)
 
     Args:
         eps: Wasserstein radius, ``>= 0``.
@@ -268,22 +299,103 @@ def linear_classification_objective(
         loss: ``"logistic"`` or ``"hinge"``.
 
     Returns:
-        An :class:`~robustlearn.objectives.Objective` with empty state.
+        An :class:`~robustlearn.objectives.Objective`; ``smooth=False`` with ``smoothed``
+        and ``aux_init`` (no auxiliary variables) for ``fit_linear``.
     """
     _check(eps, kappa, norm, loss)
+    order = _norm_order(norm)
+    margin_loss = _MARGIN_LOSSES[loss]
 
-    def objective_loss(loss_fn, params, batch, state, key):
-        del loss_fn, key
+    def init(key):
+        del key
+        dtype = jnp.result_type(float)
+        return {"eps": jnp.asarray(eps, dtype), "kappa": jnp.asarray(kappa, dtype)}
+
+    def hyper(state):
+        if isinstance(state, tuple) and not state:  # the empty state: the constructor's values
+            return eps, kappa
+        return state["eps"], state["kappa"]
+
+    def nominal(batch):
         weights = batch.get("weight")
         mask = batch.get("mask")
         if mask is not None:
             weights = jnp.where(mask, 1.0 if weights is None else weights, 0.0)
+        return weights
+
+    def objective_loss(loss_fn, params, batch, state, key):
+        del loss_fn, key
+        radius, cost = hyper(state)
         value = linear_classification(
-            params["w"], batch["x"], batch["y"], eps, kappa=kappa, norm=norm, loss=loss,
-            intercept=params["b"], weights=weights,
+            params["w"], batch["x"], batch["y"], radius, kappa=cost, norm=norm, loss=loss,
+            intercept=params["b"], weights=nominal(batch),
         )  # fmt: skip
         return value, (state, {"objective": value})
 
+    def smooth_norm(theta, tau):
+        if order == 1.0:  # dual: max_j |theta_j|
+            return tau * jax.nn.logsumexp(jnp.concatenate([theta, -theta]) / tau)
+        if order == float("inf"):  # dual: sum_j |theta_j|
+            return jnp.sum(jnp.sqrt(theta**2 + tau**2))
+        q = order / (order - 1.0)
+        return jnp.sum((theta**2 + tau**2) ** (q / 2)) ** (1.0 / q)
+
+    def smoothed(loss_fn, params, batch, state, aux, tau):
+        # Reads the hyperparameters from the state only (never closed over), so objectives
+        # that differ in them share fit_linear's compiled solver.
+        del loss_fn, aux
+        radius, cost = state["eps"], state["kappa"]
+        w, b = jnp.asarray(params["w"]), jnp.asarray(params["b"])
+        x = jnp.asarray(batch["x"])
+        dtype = jnp.promote_types(jnp.result_type(x, w), jnp.float32)
+        weights = nominal(batch)
+        p = jnp.ones(x.shape[:1], dtype) if weights is None else jnp.asarray(weights, dtype)
+        p = p / jnp.sum(p)
+        sign = jnp.where(jnp.asarray(batch["y"]) > 0, 1.0, -1.0).astype(dtype)
+        margin = sign * (x @ w + b)
+        tau = jnp.asarray(tau, dtype)
+        if loss == "hinge":
+            keep, flip = tau * jax.nn.softplus((1 - margin) / tau), tau * jax.nn.softplus((1 + margin) / tau)
+        else:
+            keep, flip = margin_loss(margin), margin_loss(-margin)
+        radius, cost = jnp.asarray(radius, dtype), jnp.asarray(cost, dtype)
+        lam0 = smooth_norm(w, tau)
+        fixed = jnp.sum(p * keep) + radius * lam0  # kappa = inf: labels never move
+
+        def soft_max_sum(shift):  # sum_i p_i tau log(e^{keep_i/tau} + e^{(flip_i - shift)/tau})
+            return jnp.sum(p * tau * jnp.logaddexp(keep / tau, (flip - shift) / tau))
+
+        free = radius * lam0 + soft_max_sum(0.0)  # kappa = 0: labels flip for free
+        finite = jnp.isfinite(cost) & (cost > 0)
+        k = jnp.where(finite, cost, 1.0)
+        a = radius / k
+        # The unconstrained minimizer over lambda solves sum_i p_i sigmoid(k (b_i - lam) / tau) = a
+        # (b_i = (flip_i - keep_i) / k), decreasing in lam: bisection on a bracket that holds it.
+        b_i = jax.lax.stop_gradient((flip - keep) / k)
+        s = jax.lax.stop_gradient(tau / k)
+        a_in = jnp.clip(a, jnp.finfo(dtype).tiny, 1 - jnp.finfo(dtype).eps)
+        logit = jnp.log(a_in) - jnp.log1p(-a_in)
+        live = p > 0
+        lo = jnp.min(jnp.where(live, b_i, jnp.inf)) - s * logit
+        hi = jnp.max(jnp.where(live, b_i, -jnp.inf)) - s * logit
+
+        def bisect(_, bracket):
+            lo, hi = bracket
+            mid = 0.5 * (lo + hi)
+            above = jnp.sum(p * jax.nn.sigmoid((b_i - mid) / s)) > a_in
+            return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+        lo, hi = jax.lax.fori_loop(0, jnp.finfo(dtype).nmant + 12, bisect, (lo, hi))
+        unconstrained = jax.lax.stop_gradient(0.5 * (lo + hi))
+        # a >= 1: the value increases with lambda, so lambda = N_tau. a = 0: no budget.
+        lam = jnp.where(a < 1, jnp.maximum(unconstrained, lam0), lam0)
+        flips = jnp.where(a > 0, lam * radius + soft_max_sum(lam * k), jnp.sum(p * keep) + radius * lam0)
+        return jnp.where(finite, flips, jnp.where(cost == 0, free, fixed))
+
+    def no_aux(dtype):  # no auxiliary variables: the empty pytree
+        del dtype
+        return ()
+
     name = f"wasserstein_linear(eps={eps!r}, kappa={kappa!r}, norm={norm!r})"
     config = {"eps": eps, "kappa": kappa, "norm": norm}
-    return Objective(lambda key: (), objective_loss, name, config, smooth=False)
+    return Objective(init, objective_loss, name, config, smooth=False, smoothed=smoothed, aux_init=no_aux)
