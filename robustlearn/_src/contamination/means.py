@@ -414,7 +414,7 @@ def alpha_from_means(means, deployed, counts, confidence: float):
     g = (math.sqrt(5) - 1) / 2
     c, d = hi - g * (hi - lo), lo + g * (hi - lo)
     fc, fd = f(c), f(d)
-    for _ in range(60):
+    for _ in range(40):
         if fc > fd:
             hi, d, fd = d, c, fc
             c = hi - g * (hi - lo)
@@ -430,7 +430,7 @@ def alpha_from_means(means, deployed, counts, confidence: float):
     cut = best_ll - 0.5 * NormalDist().inv_cdf(0.5 + confidence / 2) ** 2  # chi2_1 quantile / 2
 
     def edge(inside: float, outside: float) -> float:
-        for _ in range(60):
+        for _ in range(40):
             mid = 0.5 * (inside + outside)
             if f(mid) >= cut:
                 inside = mid

@@ -181,8 +181,8 @@ def contamination_corrected(
     def class_risks(loss_fn, params, batch, state):
         loss_y, loss_p, a_i, p, ok, y, prev_y, clean = parts(loss_fn, params, batch, state)
         classes = jnp.arange(num_classes)
-        y_onehot = (y.astype(jnp.int32)[:, None] == classes).astype(loss_y.dtype)
-        p_onehot = ((prev_y.astype(jnp.int32)[:, None] == classes) & ~clean[:, None]).astype(loss_y.dtype)
+        y_onehot = (y.astype(jnp.int32)[:, None] == classes[None, :]).astype(loss_y.dtype)
+        p_onehot = ((prev_y.astype(jnp.int32)[:, None] == classes[None, :]) & ~clean[:, None]).astype(loss_y.dtype)
         coef = p / (1 - a_i)
         live = p > 0
         pos = jnp.where(live, coef * loss_y, 0) @ y_onehot
