@@ -299,7 +299,7 @@ class LinearFitter:
             path = "Trainer (fit_linear takes no columns yet)"
             params0 = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
             decay = optax.add_decayed_weights(self.cfg.l2, mask={"w": True, "b": False})
-            opt = optax.chain(decay, optax.adam(0.05))
+            opt = optax.chain(decay, optax.adam(0.2))
             batch = {"x": x, "y": y, "weight": w, **columns}
             params = self.trainers.fit(
                 ("linear", key, x.shape[1], num_classes),
