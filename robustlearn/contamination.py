@@ -36,7 +36,6 @@ from robustlearn._src.contamination.rounds import (
     region_features,
     simulate_rounds,
 )
-from robustlearn._src.objectives.contamination import contamination_corrected
 
 __all__ = [
     "AlphaEstimate",
@@ -45,7 +44,6 @@ __all__ = [
     "Rounds",
     "Simulation",
     "blue_variance",
-    "contamination_corrected",
     "contamination_covariance",
     "disagreement_learner",
     "estimate_alpha",

@@ -313,7 +313,7 @@ def simulate_means(
         reps: independent repetitions.
         counts: optional round sizes, length ``T``.
         estimator: ``"erm"`` or ``"blue"``.
-        seed: seeds numpy's generator; the result is a function of the arguments.
+        seed: seeds numpy's generator (an int or a sequence of ints); the result is a function of the arguments.
 
     Returns:
         A :class:`MeansSimulation`.
