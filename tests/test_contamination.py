@@ -209,7 +209,7 @@ def _label_rounds(rng, alpha, rounds=5, size=300, n_clean=200):
 @pytest.mark.parametrize("alpha", [0.3, 0.6, 0.9])
 def test_estimate_alpha_labels_with_a_clean_set_bias_and_coverage(alpha):
     rng = np.random.default_rng(int(100 * alpha))
-    sims = 1000
+    sims = 600
     est = []
     for _ in range(sims):
         ys, ps, yc, cps, _ = _label_rounds(rng, alpha)
@@ -226,7 +226,7 @@ def test_estimate_alpha_labels_with_an_exact_reference_is_binomial(alpha):
     rng = np.random.default_rng(7 + int(10 * alpha))
     est = [
         rc.estimate_alpha(labels=ys, previous=ps, reference=refs)
-        for ys, ps, _, _, refs in (_label_rounds(rng, alpha) for _ in range(1000))
+        for ys, ps, _, _, refs in (_label_rounds(rng, alpha) for _ in range(600))
     ]
     a = np.array([e.alpha for e in est])
     covered = np.mean([e.low <= alpha <= e.high for e in est])

@@ -248,9 +248,9 @@ def test_trainer_minimizes_the_corrected_objective():
 
     params0 = {"w": jnp.zeros((D, 2)), "b": jnp.zeros(2)}
     trainer = rl.train.Trainer(
-        apply, optax.softmax_cross_entropy_with_integer_labels, obj, optax.adam(0.05), params=params0, verbose=False
+        apply, optax.softmax_cross_entropy_with_integer_labels, obj, optax.adam(0.1), params=params0, verbose=False
     )
-    trainer.fit({"x": x, "y": y, "previous": prev}, epochs=500)
+    trainer.fit({"x": x, "y": y, "previous": prev}, epochs=300)
     got = _np_corrected(trainer.params, x, y, prev, alpha)
 
     def ref(theta):  # the same model class as a margin: scores (0, x v + c)
