@@ -8,6 +8,7 @@ from statistics import NormalDist
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from robustlearn._src.contamination.means import alpha_from_means
 
@@ -153,14 +154,14 @@ def _alpha_from_labels(labels, previous, clean_labels, clean_previous, reference
 
 def estimate_alpha(
     *,
-    means=None,
-    deployed=None,
-    counts=None,
-    labels=None,
-    previous=None,
-    clean_labels=None,
-    clean_previous=None,
-    reference=None,
+    means: ArrayLike | None = None,
+    deployed: ArrayLike | None = None,
+    counts: ArrayLike | None = None,
+    labels: ArrayLike | Sequence[ArrayLike] | None = None,
+    previous: ArrayLike | Sequence[ArrayLike] | None = None,
+    clean_labels: ArrayLike | None = None,
+    clean_previous: Sequence[ArrayLike | None] | None = None,
+    reference: ArrayLike | Sequence[ArrayLike] | None = None,
     confidence: float = 0.95,
 ) -> AlphaEstimate:
     r"""Estimates the synthetic fraction :math:`\alpha` with a confidence interval.

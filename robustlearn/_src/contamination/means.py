@@ -97,7 +97,7 @@ def _log_gamma_ratio(k: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
-def uniform_variance(alpha: float, t: ArrayLike):
+def uniform_variance(alpha: float, t: ArrayLike) -> float | np.ndarray:
     r"""Theorem 1 of Amin et al. (2026): the variance of uniform ERM after ``t`` rounds, in units of :math:`\Sigma`.
 
     .. math::
@@ -147,7 +147,7 @@ def uniform_variance(alpha: float, t: ArrayLike):
     return (1.0 + np.exp(2 * r[ts - 1]) * csum[ts - 1]) / tf**2
 
 
-def blue_variance(alpha: float, t: ArrayLike):
+def blue_variance(alpha: float, t: ArrayLike) -> float | np.ndarray:
     r"""Variance of the best linear unbiased estimator after ``t`` equal rounds, in units of :math:`\Sigma`.
 
     .. math::
