@@ -6,6 +6,7 @@ distribution of every reduction and Objective (see docs/importance.md). Group DR
 groups or sources lives in :mod:`robustlearn.objectives` (``group_dro``, ``worst_group``).
 """
 
+from robustlearn._src.contamination.means import contamination_covariance, generation_weights
 from robustlearn._src.objectives.group_dro import group_means
 from robustlearn._src.weighting.density_ratio import KLIEP, KMM, ULSIF, ProbabilisticClassifier, RuLSIF, median_distance
 from robustlearn._src.weighting.weights import (
@@ -13,9 +14,7 @@ from robustlearn._src.weighting.weights import (
     MixtureSelection,
     WeightDiagnostics,
     clip_mixture,
-    contamination_covariance,
     effective_sample_size,
-    generation_weights,
     select_mixture,
     simplex_grid,
     source_weights,
