@@ -441,13 +441,49 @@ def test_bad_weights_raise(fn, w, match):
         fn(np.asarray(w))
 
 
+@pytest.mark.parametrize("scale", [1e-300, 1e-200, 1.0, 1e200, 1e300])
+def test_ess_transform_and_diagnostics_are_exact_at_every_scale(scale):
+    base = np.array([1.0, 3.0, 0.5, 0.0, 2.0])
+    expected_ess = base.sum() ** 2 / np.sum(base**2)  # on well-scaled weights: an independent reference
+    assert imp.effective_sample_size(scale * base) == pytest.approx(expected_ess, rel=1e-14)
+    np.testing.assert_allclose(imp.transform_weights(scale * base), base / base.mean(), rtol=1e-14)
+    d = imp.weight_diagnostics(scale * base)
+    assert d.ess == pytest.approx(expected_ess, rel=1e-14)
+    assert d.max_weight == pytest.approx(base.max() / base.mean(), rel=1e-14)
+    # source 0 gets mass 1/4 on 1 example, source 1 gets 3/4 on 2 examples; mean 1 over 3 examples.
+    np.testing.assert_allclose(imp.source_weights([0, 1, 1], scale * np.array([1.0, 3.0])), [0.75, 1.125, 1.125])
+
+
+@pytest.mark.parametrize(
+    "w,expected",
+    [([1e308, 1e308], [1.0, 1.0]), ([1e-320, 1e-320], [1.0, 1.0]), ([1e308, 0.0], [2.0, 0.0])],
+)
+def test_transform_weights_near_the_float64_limits(w, expected):
+    np.testing.assert_allclose(imp.transform_weights(w), expected, rtol=1e-14)
+
+
+def test_low_ess_warns_whatever_the_scale():
+    w = np.r_[1e200, np.full(99, 1e-200)]  # ESS 1 of 100
+    with pytest.warns(imp.ImportanceWeightWarning, match="effective sample size 1.0 of 100"):
+        d = imp.weight_diagnostics(w)
+    assert d.ess == pytest.approx(1.0)
+
+
 def test_bad_transform_arguments_raise():
     with pytest.raises(ValueError, match=r"`power` must be in \[0, 1\]"):
         imp.transform_weights([1.0], power=2.0)
     with pytest.raises(ValueError, match=r"`clip_quantile` must be in \(0, 1\]"):
         imp.transform_weights([1.0], clip_quantile=0.0)
-    with pytest.raises(ValueError, match=r"`clip` must be in \(0, inf\)"):
+    with pytest.raises(ValueError, match=r"`clip` must be in \(0, inf\]"):
         imp.transform_weights([1.0], clip=-1.0)
+    with pytest.raises(ValueError, match=r"`power` must be in \[0, 1\]"):
+        imp.transform_weights([1.0], power=np.nan)
+    with pytest.raises(TypeError, match="`power` must be a real number"):
+        imp.transform_weights([1.0], power="1")
+    with pytest.raises(TypeError, match="`normalize` must be a bool"):
+        imp.transform_weights([1.0], normalize="yes")
+    with pytest.raises(ValueError, match=r"`warn_below` must be in \[0, 1\]"):
+        imp.weight_diagnostics([1.0], warn_below=np.nan)
 
 
 def test_group_ids_out_of_range_or_missing_raise():
@@ -482,3 +518,92 @@ def test_nan_weights_in_training_data_raise():
         imp.source_weights(np.array([0, 0]), [0.5, 0.5])
     with pytest.raises(ValueError, match=r"`source` ids must be in \[0, 1\]"):
         imp.source_weights(np.array([0, 2]), [0.5, 0.5])
+
+
+# --------------------------------------------------------------------------- mixtures: grids and projections
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize("r", [1, 2, 4])
+def test_simplex_grid_equals_brute_force_enumeration(k, r):
+    import itertools
+
+    brute = sorted(c for c in itertools.product(range(r + 1), repeat=k) if sum(c) == r)
+    np.testing.assert_array_equal(imp.simplex_grid(k, r), np.asarray(brute, float) / r)
+
+
+def test_simplex_grid_generates_large_grids_directly():
+    from math import comb
+
+    grid = imp.simplex_grid(16, 4)  # (4 + 1)^16 = 1.5e11 tuples would take hours to enumerate
+    assert grid.shape == (comb(19, 15), 16)
+    np.testing.assert_allclose(grid.sum(1), 1.0)
+    assert len({tuple(row) for row in grid}) == len(grid) and np.all(np.round(grid * 4) == grid * 4)
+    assert imp.simplex_grid(np.int64(3), np.int32(2)).shape == (6, 3)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(2.5, 3), (3, 2.0), (0, 3), (3, 0), (-1, 2), (True, 2), ("3", 2), (3, None)],
+)
+def test_simplex_grid_bad_arguments_raise(args):
+    with pytest.raises(ValueError, match=r"must be a positive int, in \[1, inf\)"):
+        imp.simplex_grid(*args)
+
+
+def test_simplex_grid_refuses_astronomical_grids():
+    with pytest.raises(ValueError, match="would have .* rows"):
+        imp.simplex_grid(30, 40)
+
+
+def test_select_mixture_rejects_bad_candidates_and_callables():
+    source = np.array([0, 0, 1, 1])
+    fit, score = (lambda w: w), (lambda r: float(r[0]))
+    for bad in ([[np.nan, 1.0]], [[-0.5, 1.5]], np.zeros((0, 2))):
+        with pytest.raises(ValueError, match="`candidates` must"):
+            imp.select_mixture(source, fit, score, candidates=np.asarray(bad))
+    with pytest.raises(TypeError, match="`fit` and `score` must be callables"):
+        imp.select_mixture(source, None, score)
+    with pytest.raises(ValueError, match="`resolution` must be a positive int"):
+        imp.select_mixture(source, fit, score, resolution=2.5)
+
+
+def _simplex_projection_reference(beta):
+    """argmin ||a - beta||^2 over the simplex, by scipy's SLSQP (independent of the sorting formula)."""
+    k = len(beta)
+    res = optimize.minimize(
+        lambda a: np.sum((a - beta) ** 2), np.full(k, 1 / k), jac=lambda a: 2 * (a - beta), bounds=[(0, None)] * k,
+        constraints=[{"type": "eq", "fun": lambda a: a.sum() - 1}], method="SLSQP", options={"ftol": 1e-15},
+    )  # fmt: skip
+    return res.x
+
+
+@given(st.lists(st.floats(-3, 3), min_size=1, max_size=6))
+def test_clip_mixture_is_the_euclidean_projection(beta):
+    beta = np.asarray(beta)
+    got = imp.clip_mixture(beta)
+    assert np.all(got >= 0) and got.sum() == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(got, _simplex_projection_reference(beta), atol=1e-6)
+
+
+def test_clip_mixture_huge_entries_use_shift_invariance():
+    np.testing.assert_allclose(imp.clip_mixture([1e308, 1e308]), [0.5, 0.5])
+    np.testing.assert_allclose(imp.clip_mixture([1e308, -1e308, 1e308]), [0.5, 0.0, 0.5], atol=1e-12)
+    # Shifted by 1e10, [0, -0.5] projects to [0.75, 0.25]; -1e308 is far below and gets nothing.
+    np.testing.assert_allclose(imp.clip_mixture([1e10, 1e10 - 0.5, -1e308]), [0.75, 0.25, 0.0], atol=1e-12)
+    np.testing.assert_allclose(imp.clip_mixture(1e300 + np.array([0.0, 0.0, 0.0])), [1 / 3] * 3)
+
+
+@pytest.mark.parametrize(
+    "beta,error,match",
+    [
+        ([np.nan, 1.0], ValueError, "`beta` must be finite"),
+        ([np.inf, 1.0], ValueError, "`beta` must be finite"),
+        ([], ValueError, "non-empty vector"),
+        ([[0.5, 0.5]], ValueError, "non-empty vector"),
+        (["a", "b"], TypeError, "real numbers"),
+    ],
+)
+def test_clip_mixture_bad_inputs_raise(beta, error, match):
+    with pytest.raises(error, match=match):
+        imp.clip_mixture(beta)
