@@ -1,7 +1,8 @@
 """Time, peak memory and ratio quality of KMM and KLIEP as the sample grows (issue 14).
 
     python -m benchmarks.perf.density_ratio_scale [--sizes 2000 5000 20000] [--dim 500]
-        [--methods kmm kliep] [--paths default exact subset] [--subset-size 500]
+        [--methods kmm kliep] [--paths default exact subset] [--subset-size 500 1000]
+        [--sigma S]
         [--threads N] [--timeout 600] [--out FILE]
 
 Each configuration runs in its own subprocess (``--one``) so that its peak resident
@@ -153,7 +154,7 @@ def main(argv=None) -> str:
     parser.add_argument("--dim", type=int, default=500)
     parser.add_argument("--methods", nargs="+", default=["kmm", "kliep"], choices=["kmm", "kliep"])
     parser.add_argument("--paths", nargs="+", default=["default"], choices=list(PATH_ARGS))
-    parser.add_argument("--subset-size", type=int, default=500, help="rows of the `subset` path")
+    parser.add_argument("--subset-size", type=int, nargs="+", default=[500], help="rows of the `subset` path(s)")
     parser.add_argument("--threads", type=int, default=None, help="BLAS/XLA threads in the subprocesses")
     parser.add_argument("--sigma", type=float, default=None, help="a fixed bandwidth (no cross-validation)")
     parser.add_argument("--timeout", type=float, default=600.0)
@@ -163,7 +164,7 @@ def main(argv=None) -> str:
     args = parser.parse_args(argv)
     if args.one:
         method, n, d, path = args.one
-        print(json.dumps(one(method, int(n), int(d), path, args.weights_file, args.subset_size, args.sigma)))
+        print(json.dumps(one(method, int(n), int(d), path, args.weights_file, args.subset_size[0], args.sigma)))
         return ""
 
     from scipy import stats
@@ -182,21 +183,21 @@ def main(argv=None) -> str:
         for n in args.sizes:
             saved, rows = {}, {}
             paths = args.paths if method == "kmm" else ["default"]
-            for path in paths:
-                wf = f"{tmp}_{method}_{n}_{path}.npy"
-                r = measure(method, n, args.dim, path, args.timeout, wf, args.subset_size, args.threads, args.sigma)
+            runs = [(p, size) for p in paths for size in (args.subset_size if p == "subset" else [0])]
+            paths = [f"{p} {size}" if p == "subset" else p for p, size in runs]
+            for (path, size), key in zip(runs, paths, strict=True):
+                wf = f"{tmp}_{method}_{n}_{path}{size}.npy"
+                r = measure(method, n, args.dim, path, args.timeout, wf, size, args.threads, args.sigma)
                 if "timeout" in r:
-                    rows[path] = [method, path, n, f"> {args.timeout:.0f} (killed)", f">= {r['peak_mb']:.0f}", "", ""]
+                    rows[key] = [method, key, n, f"> {args.timeout:.0f} (killed)", f">= {r['peak_mb']:.0f}", "", ""]
                 elif "error" in r:
-                    rows[path] = [method, path, n, "error: " + r["error"][:80], f"{r['peak_mb']:.0f}", "", ""]
+                    rows[key] = [method, key, n, "error: " + r["error"][:80], f"{r['peak_mb']:.0f}", "", ""]
                 else:
-                    saved[path] = np.load(wf)
+                    saved[key] = np.load(wf)
                     os.remove(wf)
-                    label = path if r["approximation"] == "n/a" else f"{path} ({r['approximation']})"
-                    if path == "subset":
-                        label += f" {args.subset_size}"
-                    rows[path] = [method, label, n, f"{r['total_s']:.1f}", f"{r['peak_mb']:.0f}",
-                                  f"{r['spearman']:.3f}", f"{r['sigma']:.3g}"]  # fmt: skip
+                    label = key if r["approximation"] == "n/a" else f"{key} ({r['approximation']})"
+                    rows[key] = [method, label, n, f"{r['total_s']:.1f}", f"{r['peak_mb']:.0f}",
+                                 f"{r['spearman']:.3f}", f"{r['sigma']:.3g}"]  # fmt: skip
             for path in paths:
                 vs = ""
                 if path != "exact" and path in saved and "exact" in saved:

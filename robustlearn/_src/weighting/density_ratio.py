@@ -28,7 +28,7 @@ number of kernel centers, :math:`G` the grid size and :math:`F` the folds:
 * :class:`KLIEP`: time :math:`O((n_r + n_s)\,b\,d + G F S (n_r b^2 + b^3))` with
   :math:`S \approx 30`–:math:`60` Newton steps per fit, memory :math:`O((n_r + n_s)\,b)`.
 * :class:`KMM` on :math:`m` synthetic points (all :math:`n_s` when exact, at most
-  ``subset_size`` by default): time :math:`O(m(m + n_r)d + G F T m^2)` with :math:`T` the
+  ``subset_size`` = 5,000 by default): time :math:`O(m(m + n_r)d + G F T m^2)` with :math:`T` the
   FISTA iterations, memory :math:`O(m^2)`; ``weights(x)`` costs :math:`O(|x|\,m\,d)`.
 
 Before allocating a kernel matrix larger than ``memory_limit`` bytes (1 GiB by default, a
@@ -128,12 +128,21 @@ def _scale(x: np.ndarray) -> float:
 
 
 def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances ``(len(a), len(b))`` in float64 (``a``, ``b`` centered and scaled)."""
-    return np.maximum(np.sum(a * a, 1)[:, None] + np.sum(b * b, 1)[None, :] - 2.0 * (a @ b.T), 0.0)
+    """Squared Euclidean distances ``(len(a), len(b))`` in float64 (``a``, ``b`` centered and scaled).
+
+    One ``(len(a), len(b))`` allocation: the Gram matrix is turned into distances in place.
+    """
+    g = a @ b.T
+    g *= -2.0
+    g += np.sum(a * a, 1)[:, None]
+    g += np.sum(b * b, 1)[None, :]
+    return np.maximum(g, 0.0, out=g)
 
 
 def _gauss_d2(d2: np.ndarray, sigma: float) -> np.ndarray:
-    return np.exp(-d2 / (2.0 * sigma * sigma))
+    """``exp(-d2 / (2 sigma^2))`` with one allocation."""
+    k = d2 * (-0.5 / (sigma * sigma))
+    return np.exp(k, out=k)
 
 
 def _row_blocks(n: int, cols: int):
@@ -264,11 +273,16 @@ class _KernelEstimator:
         real, synthetic = _pair(real, synthetic)
         rng = np.random.default_rng(self.seed)
         self.dim_ = real.shape[1]
+        # x -> (x / s0 - m0) / s1 with powers of two s0, s1: the mean cannot overflow, nor the
+        # centered values, and all kernels are those of the original data (offset_ = s0 m0,
+        # scale_ = s0 s1).
         pooled = np.concatenate([real, synthetic])
-        self.offset_ = pooled.mean(0)
-        self.scale_ = _scale(pooled - self.offset_)
-        real = (real - self.offset_) / self.scale_
-        synthetic = (synthetic - self.offset_) / self.scale_
+        s0 = _scale(pooled)
+        m0 = (pooled / s0).mean(0)
+        s1 = _scale(pooled / s0 - m0)
+        self._units = (s0, m0, s1)
+        self.offset_, self.scale_ = s0 * m0, s0 * s1
+        real, synthetic = self._to_units(real), self._to_units(synthetic)
         self.median_ = median_distance(np.concatenate([real, synthetic]), seed=self.seed) * self.scale_
         grid = [(s / self.scale_, lam) for s, lam in self._grid(self.median_)]
         (sigma, self.lam_), scores, self.state_ = self._fit(real, synthetic, grid, rng)
@@ -287,9 +301,9 @@ class _KernelEstimator:
         """Estimated ratio at the rows of ``x`` (shape ``(n, d)``); returns shape ``(n,)``, >= 0."""
         if not hasattr(self, "state_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(real, synthetic) first.")
-        x = (_as_sample(x, "x", self.dim_) - self.offset_) / self.scale_
+        x = self._to_units(_as_sample(x, "x", self.dim_))
         points, coef, sigma = self.state_
-        points = (points - self.offset_) / self.scale_
+        points = self._to_units(points)
         sigma = sigma / self.scale_
         out = np.empty(x.shape[0])
         for rows in _row_blocks(x.shape[0], points.shape[0]):
@@ -300,9 +314,14 @@ class _KernelEstimator:
     def _predict(k: np.ndarray, coef: np.ndarray) -> np.ndarray:
         return np.maximum(k @ coef, 0.0)
 
+    def _to_units(self, x: np.ndarray) -> np.ndarray:
+        s0, m0, s1 = self._units
+        return (x / s0 - m0) / s1
+
     def _state(self, points: np.ndarray, coef: np.ndarray, sigma: float):
         """The fitted state in the caller's units: (points, coefficients, sigma)."""
-        return points * self.scale_ + self.offset_, coef, sigma * self.scale_
+        s0, m0, s1 = self._units
+        return (points * s1 + m0) * s0, coef, sigma * self.scale_
 
 
 class _CenterModel(_KernelEstimator):
@@ -622,7 +641,7 @@ class KMM(_KernelEstimator):
         iterations: int = 2000,
         tol: float = 1e-4,
         approximation: str = "auto",
-        subset_size: int = 2000,
+        subset_size: int = 5000,
     ):
         super().__init__(sigmas=sigmas, lambdas=(1.0,), folds=folds, seed=seed)
         self.bound = _positive_float("bound", bound)
