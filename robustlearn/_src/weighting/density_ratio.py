@@ -671,7 +671,7 @@ class KMM(_KernelEstimator):
         self.support_ = support
         points = synthetic[support]
         m = len(points)
-        self._memory_check((m, m), "the synthetic kernel matrices", copies=4)
+        self._memory_check((m, m), "the synthetic kernel matrices", copies=6)
         k = self._num_folds(n_r, m, len(grid))
         self.folds_ = k
         fr = _folds(n_r, k, rng) if k else [np.arange(0)]
