@@ -8,7 +8,16 @@ groups or sources lives in :mod:`robustlearn.objectives` (``group_dro``, ``worst
 
 from robustlearn._src.contamination.means import contamination_covariance, generation_weights
 from robustlearn._src.objectives.group_dro import group_means
-from robustlearn._src.weighting.density_ratio import KLIEP, KMM, ULSIF, ProbabilisticClassifier, RuLSIF, median_distance
+from robustlearn._src.weighting.density_ratio import (
+    KLIEP,
+    KMM,
+    ULSIF,
+    DensityRatioWarning,
+    KernelMemoryWarning,
+    ProbabilisticClassifier,
+    RuLSIF,
+    median_distance,
+)
 from robustlearn._src.weighting.weights import (
     ImportanceWeightWarning,
     MixtureSelection,
@@ -26,7 +35,9 @@ __all__ = [
     "KLIEP",
     "KMM",
     "ULSIF",
+    "DensityRatioWarning",
     "ImportanceWeightWarning",
+    "KernelMemoryWarning",
     "MixtureSelection",
     "ProbabilisticClassifier",
     "RuLSIF",
