@@ -219,7 +219,7 @@ def test_random_state_accepts_none_int_and_randomstate():
         (RobustClassifier(random_state="seed"), {}, ValueError, "`random_state` must be None, an int or"),
         (RobustClassifier("wasserstein"), {}, ValueError, "binary linear classifier; y has more than 2 classes"),
         (RobustRegressor("wasserstein"), {}, ValueError, "not available for RobustRegressor"),
-        (RobustClassifier("wasserstein", radius=-1.0), {"binary": True}, ValueError, r"`eps` must be in \[0, inf\)"),
+        (RobustClassifier("wasserstein", radius=-1.0), {"binary": True}, ValueError, r"`radius` must be in \[0, inf\)"),
         (RobustClassifier("wasserstein", model="mlp"), {"binary": True}, ValueError, "needs model='linear'"),
         (RobustClassifier("group_dro"), {}, ValueError, "needs `groups`"),
         (RobustClassifier("worst_group"), {"groups": np.zeros(10)}, ValueError, "`groups` must have one label per row"),

@@ -459,15 +459,14 @@ def test_float32_stops_early_and_matches_float64(objective):
 def test_fit_linear_reuses_compiled_solver():
     # Other hyperparameters, l2, tol, weights and data of the same shapes must not recompile
     # the solver; a new objective structure must. Non-smooth objectives also compile a small
-    # program for the exact value at the end (the Wasserstein objective's `loss` keeps its
-    # constructor values for an empty state, so that one is compiled per radius).
+    # program for the exact value at the end, once (their hyperparameters live in the state).
     from robustlearn._src.training import linear as _linear
 
     x, y = _data(12, n=37)  # a shape no other test compiles
     for make, first, second, evaluations in [
         (objectives.cvar, 0.3, 0.5, (1, 1)),
         (_second_moment, 0.1, 0.7, (0, 0)),
-        (lambda r: wasserstein.linear_classification_objective(r, kappa=1.0), 0.1, 0.3, (1, 2)),
+        (lambda r: wasserstein.linear_classification_objective(r, kappa=1.0), 0.1, 0.3, (1, 1)),
     ]:
         solves, evaluates = _linear._solve._cache_size(), _linear._evaluate._cache_size()
         rl.train.fit_linear(x, y, make(first), l2=L2, weights=np.ones(37))
