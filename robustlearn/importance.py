@@ -8,6 +8,7 @@ groups or sources lives in :mod:`robustlearn.objectives` (``group_dro``, ``worst
 
 from robustlearn._src.objectives.group_dro import group_means
 from robustlearn._src.weighting.density_ratio import KLIEP, KMM, ULSIF, ProbabilisticClassifier, RuLSIF, median_distance
+from robustlearn._src.weighting.divergence import DiscreteRatio, DivergenceEstimate, SupportWarning, divergence
 from robustlearn._src.weighting.weights import (
     ImportanceWeightWarning,
     MixtureSelection,
@@ -25,15 +26,19 @@ from robustlearn._src.weighting.weights import (
 
 __all__ = [
     "KLIEP",
+    "DiscreteRatio",
+    "DivergenceEstimate",
     "KMM",
     "ULSIF",
     "ImportanceWeightWarning",
     "MixtureSelection",
     "ProbabilisticClassifier",
     "RuLSIF",
+    "SupportWarning",
     "WeightDiagnostics",
     "clip_mixture",
     "contamination_covariance",
+    "divergence",
     "effective_sample_size",
     "generation_weights",
     "group_means",
