@@ -655,6 +655,24 @@ class ProbabilisticClassifier:
         self._prior = float(np.sum(tr & (y == 0)) / np.sum(tr & (y == 1)))
         return self
 
+    def _refit(self, real: ArrayLike, synthetic: ArrayLike) -> ProbabilisticClassifier:
+        """A copy refitted on all of ``real`` and ``synthetic``, keeping this fit's choices.
+
+        The family, L2 strength, standardization and temperature are this fit's; nothing is
+        held out, so (for the linear families) the refit is a deterministic function of the
+        rows. ``importance.divergence`` cross-fits with it.
+        """
+        if not hasattr(self, "_logit"):
+            raise RuntimeError("ProbabilisticClassifier is not fitted: call fit(real, synthetic) first.")
+        real, synthetic = _pair(real, synthetic)
+        x = np.concatenate([real, synthetic])
+        y = np.concatenate([np.ones(len(real)), np.zeros(len(synthetic))])
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._logit = self._train((x - self.mean_) / self.scale_, y, self.l2_, self.model_)
+        new._prior = len(synthetic) / len(real)
+        return new
+
     def weights(self, x: ArrayLike) -> np.ndarray:
         """Estimated ratio at the rows of ``x`` (shape ``(n, d)``); returns shape ``(n,)``, > 0."""
         if not hasattr(self, "_logit"):
