@@ -208,7 +208,7 @@ def _real_risk() -> float:
     return integrate.quad(lambda t: _loss(t) * stats.norm(SHIFT_MU, 1).pdf(t), -30, 30)[0]
 
 
-def run_certificate(reps: int, n_syn: int = 2000, n_reals=(50, 500), confidence: float = 0.95) -> dict:
+def run_certificate(reps: int, n_syn: int = 2000, n_reals=(20, 100, 1000), confidence: float = 0.95) -> dict:
     import jax
 
     jax.config.update("jax_enable_x64", True)
