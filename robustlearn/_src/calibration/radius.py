@@ -164,7 +164,7 @@ def combine_radii(statistical: float, shift: float) -> float:
         The combined radius (a float).
 
     Examples:
-        >>> round(combine_radii(0.01, 0.04), 12)  # (0.1 + 0.2) ** 2
+        >>> combine_radii(0.01, 0.04)  # (0.1 + 0.2) ** 2
         0.09
     """
     for name, v in (("statistical", statistical), ("shift", shift)):
@@ -172,7 +172,8 @@ def combine_radii(statistical: float, shift: float) -> float:
             raise TypeError(f"`{name}` must be a real number >= 0; got {v!r}.")
         if not (math.isfinite(float(v)) and float(v) >= 0):
             raise ValueError(f"`{name}` must be in [0, inf); got {v!r}.")
-    return float((math.sqrt(float(statistical)) + math.sqrt(float(shift))) ** 2)
+    a, b = float(statistical), float(shift)
+    return a + b + 2.0 * math.sqrt(a * b)  # exact when either part is 0
 
 
 def radius(
