@@ -467,8 +467,9 @@ class ProbabilisticClassifier:
     - ``"quadratic"``: logistic regression on :math:`(x_i)_i` and :math:`(x_i x_j)_{i \le j}`
       (only the squares :math:`x_i^2` when ``d > 20``), exact for any two Gaussians: a
       variance shift makes the log-ratio quadratic;
-    - ``"mlp"``: a ReLU network (full-batch AdamW, stopped early on the log loss of a fifth
-      of the training rows, the best epoch kept).
+    - ``"mlp"``: a ReLU network (full-batch AdamW, the epoch with the best log loss kept;
+      early stopping on the held-out rows when the MLP is the only candidate, else on a
+      fifth of the training rows, so that the held-out rows compare families fairly).
 
     Model selection (the default ``model="auto"`` tries all three): every family is trained
     with every L2 strength of ``l2`` (weight decay for the MLP) on the training rows, and
@@ -553,8 +554,11 @@ class ProbabilisticClassifier:
         i, j = np.triu_indices(d)
         return np.concatenate([z, z[:, i] * z[:, j]], axis=1)
 
-    def _train(self, x, y, l2, model):
-        """Trains one candidate; returns ``logit(z)`` (z standardized features, numpy in/out)."""
+    def _train(self, x, y, l2, model, val=None):
+        """Trains one candidate; returns ``logit(z)`` (z standardized features, numpy in/out).
+
+        The MLP stops early on ``val`` (rows, labels) if given, else on a fifth of ``x``.
+        """
         if model != "mlp":
             from robustlearn._src.objectives import base as _objectives
             from robustlearn._src.training.linear import fit_linear
@@ -571,13 +575,13 @@ class ProbabilisticClassifier:
             (init(k, (a, b), jnp.float32), jnp.zeros((b,), jnp.float32))
             for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
         ]
-        # Early stopping on a split of the training rows, so that the held-out rows that select
-        # the model family score the MLP as fairly as the linear models.
-        stop = np.zeros(len(x), bool)
-        stop[np.random.default_rng(self.seed).permutation(len(x))[: max(1, len(x) // 5)]] = True
+        if val is None:
+            stop = np.zeros(len(x), bool)
+            stop[np.random.default_rng(self.seed).permutation(len(x))[: max(1, len(x) // 5)]] = True
+            x, y, val = x[~stop], y[~stop], (x[stop], y[stop])
         f32 = np.float32
         params = self._fit_mlp(
-            params0, x[~stop].astype(f32), y[~stop].astype(f32), x[stop].astype(f32), y[stop].astype(f32),
+            params0, x.astype(f32), y.astype(f32), val[0].astype(f32), val[1].astype(f32),
             f32(self.learning_rate), f32(l2), self.epochs, self.patience,
         )  # fmt: skip
         params = jax.device_get(params)
@@ -641,7 +645,11 @@ class ProbabilisticClassifier:
         fits, scores = {}, {}
         for model in self._candidates:
             for l2 in self.l2:
-                f = self._train(z[~held], y[~held], l2, model)
+                # Alone, the MLP stops early on the held-out rows; competing with the linear
+                # families it stops on a fifth of the training rows, so that the held-out rows
+                # score every family on equal terms.
+                val = (z[held], y[held]) if len(self._candidates) == 1 else None
+                f = self._train(z[~held], y[~held], l2, model, val)
                 fits[model, l2], scores[model, l2] = f, _log_loss(f(z[held]), y[held])
         self.cv_scores_ = scores
         finite = {key: v for key, v in scores.items() if np.isfinite(v)}
