@@ -2,7 +2,7 @@ r"""One call from (synthetic set, small real set) to a trained linear model and 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -87,7 +87,7 @@ def fit_robust(
     l2: float = 1e-3,
     certify_fraction: float = 0.25,
     covariate_shift: bool = False,
-    estimator=None,
+    estimator: Any = None,
     seed: int = 0,
 ) -> RobustFit:
     r"""Trains a robust linear model on synthetic data at a radius from a small real set, and certifies it.

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -173,7 +173,7 @@ def combine_radii(statistical: float, shift: float) -> float:
         if not (math.isfinite(float(v)) and float(v) >= 0):
             raise ValueError(f"`{name}` must be in [0, inf); got {v!r}.")
     a, b = float(statistical), float(shift)
-    return a + b + 2.0 * math.sqrt(a * b)  # exact when either part is 0
+    return a + b + 2.0 * math.sqrt(a) * math.sqrt(b)  # exact when either part is 0
 
 
 def radius(
@@ -185,7 +185,7 @@ def radius(
     k: float | None = None,
     confidence: float = 0.95,
     num_models: int = 1,
-    estimator=None,
+    estimator: Any = None,
     divergence_estimate: DivergenceEstimate | None = None,
     seed: int = 0,
 ) -> Radius:
