@@ -164,7 +164,7 @@ def combine_radii(statistical: float, shift: float) -> float:
         The combined radius (a float).
 
     Examples:
-        >>> combine_radii(0.01, 0.04)  # (0.1 + 0.2) ** 2
+        >>> round(combine_radii(0.01, 0.04), 12)  # (0.1 + 0.2) ** 2
         0.09
     """
     for name, v in (("statistical", statistical), ("shift", shift)):
