@@ -128,8 +128,8 @@ def fit_robust(
     Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
-        >>> x = rng.normal(size=(400, 2)); y = (x[:, 0] + 0.5 * rng.normal(size=400) > 0).astype(int)
-        >>> rx = rng.normal(0.3, 1.0, (60, 2)); ry = (rx[:, 0] + 0.5 * rng.normal(size=60) > 0).astype(int)
+        >>> x = rng.normal(size=(600, 2)); y = (x[:, 0] + 0.5 * rng.normal(size=600) > 0).astype(int)
+        >>> rx = rng.normal(0.3, 1.0, (80, 2)); ry = (rx[:, 0] + 0.5 * rng.normal(size=80) > 0).astype(int)
         >>> fit = fit_robust(x, y, rx, ry, loss="logistic")
         >>> c = fit.certificate
         >>> bool(c.bound > c.empirical_risk), c.confidence

@@ -329,7 +329,7 @@ def divergence(
     Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
-        >>> real = rng.normal(0.5, 1.0, (1000, 1)); synthetic = rng.normal(0.0, 1.0, (1000, 1))
+        >>> real = rng.normal(size=(1000, 2)) + [0.5, 0.0]; synthetic = rng.normal(size=(1000, 2))
         >>> d = divergence(real, synthetic, "kl")   # exact: 0.5**2 / 2 = 0.125
         >>> bool(0.07 < d.estimate < 0.18 and d.upper > d.estimate)
         True
