@@ -31,7 +31,16 @@ from robustlearn._src.reductions.registry import REDUCTIONS, Hyper, Reduction
 
 __version__ = "0.2.0"
 
-_NAMESPACES = ("benchmark", "contamination", "estimators", "importance", "objectives", "train", "wasserstein")
+_NAMESPACES = (
+    "benchmark",
+    "calibrate",
+    "contamination",
+    "estimators",
+    "importance",
+    "objectives",
+    "train",
+    "wasserstein",
+)
 
 __all__ = [
     *_NAMESPACES,

@@ -18,6 +18,7 @@ from robustlearn._src.weighting.density_ratio import (
     RuLSIF,
     median_distance,
 )
+from robustlearn._src.weighting.divergence import DiscreteRatio, DivergenceEstimate, SupportWarning, divergence
 from robustlearn._src.weighting.weights import (
     ImportanceWeightWarning,
     MixtureSelection,
@@ -33,6 +34,8 @@ from robustlearn._src.weighting.weights import (
 
 __all__ = [
     "KLIEP",
+    "DiscreteRatio",
+    "DivergenceEstimate",
     "KMM",
     "ULSIF",
     "DensityRatioWarning",
@@ -41,9 +44,11 @@ __all__ = [
     "MixtureSelection",
     "ProbabilisticClassifier",
     "RuLSIF",
+    "SupportWarning",
     "WeightDiagnostics",
     "clip_mixture",
     "contamination_covariance",
+    "divergence",
     "effective_sample_size",
     "generation_weights",
     "group_means",

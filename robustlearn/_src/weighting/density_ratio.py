@@ -804,23 +804,50 @@ class ProbabilisticClassifier:
         w(x) = \frac{n_s}{n_r}\exp\big(f(x)/T\big),
         \qquad f(x) = \log\frac{P(\text{real}\mid x)}{P(\text{synthetic}\mid x)},
 
-    with :math:`f` the logit of a logistic-regression (``model="logistic"``, exact when the
-    log-ratio is linear, e.g. two Gaussians with equal covariance) or MLP classifier
-    trained with robustlearn's trainers on the pooled sample, and :math:`T` a temperature
-    fitted on a held-out split (calibration). The L2 strength (logistic) or weight decay
-    (MLP) is chosen on the same held-out split by its log loss; the MLP also stops early
-    on it.
+    with :math:`f` the logit of a classifier trained on the pooled sample and :math:`T` a
+    temperature fitted on a held-out split (calibration). Three model families:
+
+    - ``"logistic"``: :math:`f(x) = a^\top x + b`, exact when the log-ratio is linear
+      (two Gaussians with equal covariance);
+    - ``"quadratic"``: logistic regression on :math:`(x_i)_i` and :math:`(x_i x_j)_{i \le j}`
+      (only the squares :math:`x_i^2` when ``d > 20``), exact for any two Gaussians: a
+      variance shift makes the log-ratio quadratic;
+    - ``"mlp"``: a ReLU network (full-batch AdamW, the epoch with the best log loss kept;
+      early stopping on the held-out rows when the MLP is the only candidate, else on a
+      fifth of the training rows, so that the held-out rows compare families fairly).
+
+    Model selection (the default ``model="auto"`` tries all three): every family is trained
+    with every L2 strength of ``l2`` (weight decay for the MLP) on the training rows, and
+    the pair with the lowest log loss on the held-out rows is kept (ties go to the simpler
+    family). The temperature is then fitted on the same held-out rows. Features are
+    standardized on the training rows first. Choosing a richer family than needed costs
+    little (the quadratic model contains the linear one), while a too simple one cannot
+    represent the ratio; so the rule does not penalize complexity beyond the held-out loss
+    (a one-standard-error rule kept the linear model on 2 of 20 variance-shift samples of
+    300/600 rows, with Spearman 0.66).
 
     Args:
-        model: ``"logistic"`` or ``"mlp"``.
+        model: ``"auto"`` (= ``("logistic", "quadratic", "mlp")``), one of those names, or
+            a tuple of them to choose from.
         l2: regularization grid, each ``>= 0``.
         hidden: hidden layer sizes of the MLP.
-        epochs: MLP training epochs at most (full batch, AdamW); the epoch with the
-            best held-out log loss is kept.
-        patience: stop the MLP after this many epochs without held-out improvement.
+        epochs: MLP training epochs at most (full batch, AdamW).
+        patience: stop the MLP after this many epochs without improvement on its early-stopping rows.
         learning_rate: MLP learning rate.
         holdout: fraction of each sample held out for selection and calibration.
         seed: seeds the split and the MLP's initialization.
+
+    Examples:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> real = rng.normal(0.0, 1.0, (300, 2))          # a variance shift:
+        >>> synthetic = rng.normal(0.0, 1.5, (600, 2))     # the log-ratio is quadratic
+        >>> est = ProbabilisticClassifier(seed=0).fit(real, synthetic)
+        >>> est.model_
+        'quadratic'
+        >>> w = est.weights(np.array([[0.0, 0.0], [3.0, 3.0]]))
+        >>> bool(w[0] > 1.0 > w[1])
+        True
 
     References:
         Bickel, Brückner & Scheffer, "Discriminative learning under covariate shift",
@@ -828,9 +855,12 @@ class ProbabilisticClassifier:
         networks", ICML 2017 (temperature scaling).
     """
 
+    MODELS = ("logistic", "quadratic", "mlp")
+    _FULL_QUADRATIC_MAX_DIM = 20
+
     def __init__(
         self,
-        model: str = "logistic",
+        model: str | Sequence[str] = "auto",
         *,
         l2: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1),
         hidden: Sequence[int] = (64, 64),
@@ -840,57 +870,109 @@ class ProbabilisticClassifier:
         holdout: float = 0.25,
         seed: int = 0,
     ):
-        if model not in ("logistic", "mlp"):
-            raise ValueError(f"`model` must be 'logistic' or 'mlp'; got {model!r}.")
+        names = self.MODELS if model == "auto" else (model,) if isinstance(model, str) else tuple(model)
+        if not names or any(m not in self.MODELS for m in names) or len(set(names)) != len(names):
+            raise ValueError(f"`model` must be 'auto', one of {self.MODELS} or a tuple of them; got {model!r}.")
         l2 = tuple(float(v) for v in np.atleast_1d(l2))
         if not l2 or not all(math.isfinite(v) and v >= 0 for v in l2):
             raise ValueError(f"`l2` must be non-negative finite numbers, in [0, inf); got {l2!r}.")
         if not 0.0 < float(holdout) < 1.0:
             raise ValueError(f"`holdout` must be in (0, 1); got {holdout!r}.")
-        self.model, self.l2, self.hidden = model, l2, tuple(int(h) for h in hidden)
+        hidden = tuple(int(h) for h in hidden)
+        if not all(h >= 1 for h in hidden):
+            raise ValueError(f"`hidden` must be positive ints; got {hidden!r}.")
+        if int(epochs) < 1 or int(patience) < 1:
+            raise ValueError(f"`epochs` and `patience` must be >= 1; got {epochs!r} and {patience!r}.")
+        if not (math.isfinite(float(learning_rate)) and float(learning_rate) > 0):
+            raise ValueError(f"`learning_rate` must be in (0, inf); got {learning_rate!r}.")
+        self.model, self.l2, self.hidden = model, l2, hidden
         self.epochs, self.patience, self.learning_rate = int(epochs), int(patience), float(learning_rate)
         self.holdout, self.seed = holdout, seed
+        self._candidates = tuple(m for m in self.MODELS if m in names)  # simplest first
 
-    def _train(self, x, y, l2, val):
-        from robustlearn._src.objectives import base as _objectives
+    def _features(self, z, model):
+        if model != "quadratic":
+            return z
+        d = z.shape[1]
+        if d > self._FULL_QUADRATIC_MAX_DIM:
+            return np.concatenate([z, z * z], axis=1)
+        i, j = np.triu_indices(d)
+        return np.concatenate([z, z[:, i] * z[:, j]], axis=1)
 
-        if self.model == "logistic":
+    def _train(self, x, y, l2, model, val=None):
+        """Trains one candidate; returns ``logit(z)`` (z standardized features, numpy in/out).
+
+        The MLP stops early on ``val`` (rows, labels) if given, else on a fifth of ``x``.
+        """
+        if model != "mlp":
+            from robustlearn._src.objectives import base as _objectives
             from robustlearn._src.training.linear import fit_linear
 
-            sol = fit_linear(x.astype(np.float32), y, _objectives.erm(), loss="logistic", l2=l2)
+            feats = self._features(x, model)
+            sol = fit_linear(feats.astype(np.float32), y, _objectives.erm(), loss="logistic", l2=l2)
             w, b = np.asarray(sol.params["w"], np.float64), float(sol.params["b"])
-            return lambda z: z @ w + b
-
-        from flax import nnx
-
-        from robustlearn._src.training.trainer import Trainer
+            return lambda z: self._features(z, model) @ w + b
 
         sizes = (x.shape[1], *self.hidden, 1)
-        rngs = nnx.Rngs(self.seed)
-        layers = []
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-            layers += [nnx.Linear(a, b, rngs=rngs), jax.nn.relu]
-        model = nnx.Sequential(*layers[:-1])
-        trainer = Trainer(
-            model,
-            lambda out, t: optax.sigmoid_binary_cross_entropy(out[:, 0], t),
-            _objectives.erm(),
-            optax.adamw(self.learning_rate, weight_decay=l2),
-            batch_size=None,
-            seed=self.seed,
-            monitor="val_loss",
-            patience=self.patience,
-            restore_best=True,
-            verbose=False,
-        )
-        trainer.fit(_xy(x, y), _xy(*val), epochs=self.epochs)
-        return lambda z: np.asarray(trainer.predict(z.astype(np.float32)), np.float64)[:, 0]
+        keys = jax.random.split(jax.random.key(self.seed), len(sizes) - 1)
+        init = jax.nn.initializers.lecun_normal()
+        params0 = [
+            (init(k, (a, b), jnp.float32), jnp.zeros((b,), jnp.float32))
+            for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
+        ]
+        if val is None:
+            stop = np.zeros(len(x), bool)
+            stop[np.random.default_rng(self.seed).permutation(len(x))[: max(1, len(x) // 5)]] = True
+            x, y, val = x[~stop], y[~stop], (x[stop], y[stop])
+        f32 = np.float32
+        params = self._fit_mlp(
+            params0, x.astype(f32), y.astype(f32), val[0].astype(f32), val[1].astype(f32),
+            f32(self.learning_rate), f32(l2), self.epochs, self.patience,
+        )  # fmt: skip
+        params = jax.device_get(params)
+        return lambda z: np.asarray(self._mlp(params, z.astype(np.float32)), np.float64)
+
+    @staticmethod
+    def _mlp(params, x):
+        for w, b in params[:-1]:
+            x = jax.nn.relu(x @ w + b[None, :])
+        w, b = params[-1]
+        return x @ w[:, 0] + b[0]
+
+    @staticmethod
+    @jax.jit
+    def _fit_mlp(params, x, y, xv, yv, learning_rate, weight_decay, epochs, patience):
+        """Full-batch AdamW; keeps the parameters of the epoch with the best held-out log loss."""
+        mlp = ProbabilisticClassifier._mlp
+        opt = optax.adamw(learning_rate, weight_decay=weight_decay)
+
+        def loss(p, a, t):
+            return jnp.mean(optax.sigmoid_binary_cross_entropy(mlp(p, a), t))
+
+        def cond(carry):
+            epoch, since, *_ = carry
+            return (epoch < epochs) & (since < patience)
+
+        def body(carry):
+            epoch, since, p, state, best, best_val = carry
+            grads = jax.grad(loss)(p, x, y)
+            updates, state = opt.update(grads, state, p)
+            p = optax.apply_updates(p, updates)
+            val = loss(p, xv, yv)
+            better = val < best_val
+            best = jax.tree.map(lambda new, old: jnp.where(better, new, old), p, best)
+            return epoch + 1, jnp.where(better, 0, since + 1), p, state, best, jnp.minimum(val, best_val)
+
+        zero = jnp.zeros((), jnp.int32)
+        start = (zero, zero, params, opt.init(params), params, loss(params, xv, yv))
+        return jax.lax.while_loop(cond, body, start)[4]
 
     def fit(self, real: ArrayLike, synthetic: ArrayLike) -> ProbabilisticClassifier:
-        """Fits the classifier and its temperature; see the class docstring.
+        """Fits the candidate classifiers, selects one and fits its temperature; see the class docstring.
 
         Returns:
-            ``self``, with ``l2_``, ``temperature_`` and ``cv_scores_`` (held-out log loss per ``l2``).
+            ``self``, with ``model_`` (the chosen family), ``l2_``, ``temperature_`` and
+            ``cv_scores_`` (``{(model, l2): held-out log loss}``).
         """
         real, synthetic = _pair(real, synthetic)
         if len(real) < 2 or len(synthetic) < 2:
@@ -906,17 +988,43 @@ class ProbabilisticClassifier:
         self.mean_, self.scale_ = x[~held].mean(0), x[~held].std(0) + 1e-12
         z = (x - self.mean_) / self.scale_
         fits, scores = {}, {}
-        for l2 in self.l2:
-            f = self._train(z[~held], y[~held], l2, (z[held], y[held]))
-            fits[l2] = f
-            scores[l2] = _log_loss(f(z[held]), y[held])
+        for model in self._candidates:
+            for l2 in self.l2:
+                # Alone, the MLP stops early on the held-out rows; competing with the linear
+                # families it stops on a fifth of the training rows, so that the held-out rows
+                # score every family on equal terms.
+                val = (z[held], y[held]) if len(self._candidates) == 1 else None
+                f = self._train(z[~held], y[~held], l2, model, val)
+                fits[model, l2], scores[model, l2] = f, _log_loss(f(z[held]), y[held])
         self.cv_scores_ = scores
-        self.l2_ = min(scores, key=lambda k: scores[k] if np.isfinite(scores[k]) else np.inf)
-        self._logit = fits[self.l2_]
+        finite = {key: v for key, v in scores.items() if np.isfinite(v)}
+        if not finite:
+            raise FloatingPointError("the held-out log loss is not finite for any candidate model.")
+        # The lowest held-out log loss over every (family, l2); ties go to the simpler family.
+        self.model_, self.l2_ = min(finite, key=lambda key: (finite[key], self.MODELS.index(key[0])))
+        self._logit = fits[self.model_, self.l2_]
         self.temperature_ = _temperature(self._logit(z[held]), y[held])
         tr = ~held
         self._prior = float(np.sum(tr & (y == 0)) / np.sum(tr & (y == 1)))
         return self
+
+    def _refit(self, real: ArrayLike, synthetic: ArrayLike) -> ProbabilisticClassifier:
+        """A copy refitted on all of ``real`` and ``synthetic``, keeping this fit's choices.
+
+        The family, L2 strength, standardization and temperature are this fit's; nothing is
+        held out, so (for the linear families) the refit is a deterministic function of the
+        rows. ``importance.divergence`` cross-fits with it.
+        """
+        if not hasattr(self, "_logit"):
+            raise RuntimeError("ProbabilisticClassifier is not fitted: call fit(real, synthetic) first.")
+        real, synthetic = _pair(real, synthetic)
+        x = np.concatenate([real, synthetic])
+        y = np.concatenate([np.ones(len(real)), np.zeros(len(synthetic))])
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._logit = self._train((x - self.mean_) / self.scale_, y, self.l2_, self.model_)
+        new._prior = len(synthetic) / len(real)
+        return new
 
     def weights(self, x: ArrayLike) -> np.ndarray:
         """Estimated ratio at the rows of ``x`` (shape ``(n, d)``); returns shape ``(n,)``, > 0."""
