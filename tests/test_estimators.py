@@ -2,6 +2,7 @@
 
 import pickle
 
+import jax
 import numpy as np
 import pytest
 from scipy import optimize
@@ -234,3 +235,64 @@ def test_bad_estimator_parameters(estimator, fit_kwargs, error, match):
         y = y == 1
     with pytest.raises(error, match=match):
         estimator.fit(x, y, **fit_kwargs)
+
+
+# ------------------------------------------------------------------- radius="auto"
+
+
+def _shifted_pair(seed=0, n=400, m=60):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2))
+    y = (x[:, 0] + 0.5 * rng.normal(size=n) > 0).astype(int)
+    rx = rng.normal(0.3, 1.0, (m, 2))
+    ry = (rx[:, 0] + 0.5 * rng.normal(size=m) > 0).astype(int)
+    return x, y, rx, ry
+
+
+def test_auto_radius_is_calibrate_fit_robust_and_certifies():
+    from robustlearn import calibrate
+
+    x, y, rx, ry = _shifted_pair()
+    labels = np.array(["neg", "pos"])
+    clf = RobustClassifier("chi_square", radius="auto", l2=1e-3, random_state=3).fit(
+        x, labels[y], real=(rx, labels[ry])
+    )
+    seed = int(np.random.RandomState(3).randint(np.iinfo(np.int32).max))
+    with jax.enable_x64(True):
+        ref = calibrate.fit_robust(x, y, rx, ry, kind="chi_square", loss="logistic", l2=1e-3, seed=seed)
+    np.testing.assert_allclose(clf.coef_[0], ref.params["w"], rtol=1e-10)
+    assert clf.radius_.total == ref.train_radius.total > 0
+    cert = clf.certificate_
+    assert cert.bound == ref.certificate.bound > cert.empirical_risk
+    assert clf.predict(rx).shape == (len(rx),) and set(clf.predict(rx)) <= set(labels)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "fit_kwargs", "message"),
+    [
+        (RobustClassifier("cvar", radius="auto"), {"real": True}, r"radius='auto' is available for objective in"),
+        (RobustClassifier("chi_square", radius="auto", model="mlp"), {"real": True}, r"with model='linear'"),
+        (RobustClassifier("chi_square", radius="big"), {}, r"`radius` must be a number or 'auto'"),
+        (RobustClassifier("chi_square", radius="auto"), {}, r"needs a small real sample"),
+        (RobustClassifier("chi_square", radius=0.1), {"real": True}, r"`real` is used by radius='auto' only"),
+        (RobustClassifier("chi_square", radius="auto", confidence=1.0), {"real": True}, r"`confidence` must be in"),
+        (RobustClassifier("chi_square", radius="auto"), {"real": True, "sw": True}, r"does not take `sample_weight`"),
+    ],
+)
+def test_auto_radius_bad_inputs(estimator, fit_kwargs, message):
+    x, y, rx, ry = _shifted_pair(n=40, m=10)
+    kwargs = {}
+    if fit_kwargs.get("real"):
+        kwargs["real"] = (rx, ry)
+    if fit_kwargs.get("sw"):
+        kwargs["sample_weight"] = np.ones(len(y))
+    with pytest.raises(ValueError, match=message):
+        estimator.fit(x, y, **kwargs)
+
+
+def test_auto_radius_rejects_mismatched_real_sample():
+    x, y, rx, ry = _shifted_pair(n=40, m=10)
+    with pytest.raises(ValueError, match="`real` has 3 features; X has 2"):
+        RobustClassifier("kl", radius="auto").fit(x, y, real=(np.ones((5, 3)), ry[:5]))
+    with pytest.raises(ValueError, match="labels absent from y"):
+        RobustClassifier("kl", radius="auto").fit(x, y, real=(rx, ry + 5))

@@ -26,7 +26,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, column_or_1d, validate_data
 
 from robustlearn._src.objectives import base as _objectives
 from robustlearn._src.objectives import group_dro as _group_dro
@@ -120,6 +120,22 @@ def _check_int(name: str, value, *, allow_none: bool = False) -> int | None:
     return int(value)
 
 
+_AUTO_RADIUS = ("chi_square", "kl", "cressie_read")
+
+
+def _real_pair(real, d: int):
+    """Validates ``real = (X_real, y_real)``: 2-D finite features with ``d`` columns, one label per row."""
+    if not isinstance(real, tuple | list) or len(real) != 2:
+        raise TypeError(f"`real` must be a pair (X_real, y_real); got {type(real).__name__}.")
+    real_x = check_array(real[0], dtype=np.float64)
+    real_y = column_or_1d(real[1])
+    if real_x.shape[1] != d:
+        raise ValueError(f"`real` has {real_x.shape[1]} features; X has {d}.")
+    if real_y.shape[0] != real_x.shape[0]:
+        raise ValueError(f"`real` has {real_x.shape[0]} rows but {real_y.shape[0]} labels.")
+    return real_x, real_y
+
+
 @functools.cache
 def _mlp_class():
     """The flax MLP the Trainer trains (defined once, on first use: flax is imported lazily)."""
@@ -143,7 +159,8 @@ class _Base(BaseEstimator):
         objective: str = "cvar",
         *,
         alpha: float = 0.1,
-        radius: float = 1.0,
+        radius: float | str = 1.0,
+        confidence: float = 0.95,
         k: float = 2.0,
         lam: float = 1.0,
         kappa: float = float("inf"),
@@ -162,6 +179,7 @@ class _Base(BaseEstimator):
         self.objective = objective
         self.alpha = alpha
         self.radius = radius
+        self.confidence = confidence
         self.k = k
         self.lam = lam
         self.kappa = kappa
@@ -182,6 +200,18 @@ class _Base(BaseEstimator):
     def _check_params(self):
         if self.objective not in _OBJECTIVES:
             raise ValueError(f"`objective` must be one of {list(_OBJECTIVES)}; got {self.objective!r}.")
+        if isinstance(self.radius, str):
+            if self.radius != "auto":
+                raise ValueError(f"`radius` must be a number or 'auto'; got {self.radius!r}.")
+            if self.objective not in _AUTO_RADIUS or self.model != "linear":
+                raise ValueError(
+                    f"radius='auto' is available for objective in {list(_AUTO_RADIUS)} with model='linear'; got "
+                    f"objective={self.objective!r}, model={self.model!r} (for an MLP, size the radius with "
+                    "robustlearn.calibrate.radius and certify with calibrate.certificate: docs/radius.md)."
+                )
+            _check_real("confidence", self.confidence, low=0.0, low_open=True)
+            if not self.confidence < 1.0:
+                raise ValueError(f"`confidence` must be in (0, 1); got {self.confidence!r}.")
         if self.model not in ("linear", "mlp"):
             raise ValueError(f"`model` must be 'linear' or 'mlp'; got {self.model!r}.")
         _check_real("l2", self.l2, low=0.0)
@@ -238,8 +268,19 @@ class _Base(BaseEstimator):
 
     # ---------------------------------------------------------------------- fitting
 
-    def _fit(self, X, targets, sample_weight, groups, task: str, num_classes: int = 0):
+    def _fit(self, X, targets, sample_weight, groups, task: str, num_classes: int = 0, real=None):
         self._check_params()
+        if self.radius == "auto":
+            if real is None:
+                raise ValueError("radius='auto' needs a small real sample: fit(X, y, real=(X_real, y_real)).")
+            if sample_weight is not None:
+                raise ValueError(
+                    "radius='auto' does not take `sample_weight` (the certificate is for the data as given)."
+                )
+            self._fit_auto(X, targets, *real, task)
+            return
+        if real is not None:
+            raise ValueError("`real` is used by radius='auto' only; with a fixed radius, leave it out.")
         n = X.shape[0]
         weights = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True, allow_all_zero_weights=True
@@ -304,6 +345,28 @@ class _Base(BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
+
+    def _fit_auto(self, x, targets, real_x, real_t, task):
+        """radius='auto': the radius from the real sample and a certificate (robustlearn.calibrate.fit_robust)."""
+        from robustlearn._src.calibration.fit import fit_robust
+
+        loss = {"binary": "logistic", "multiclass": "softmax", "regression": "squared"}[task]
+        k = self.k if self.objective == "cressie_read" else None
+        with jax.enable_x64(True):
+            fit = fit_robust(
+                x, targets, real_x, real_t, kind=self.objective, k=k, confidence=self.confidence, loss=loss,
+                l2=self.l2, seed=self._seed(),
+            )  # fmt: skip
+        w, b = np.asarray(fit.params["w"], np.float64), np.asarray(fit.params["b"], np.float64)
+        if task == "multiclass":
+            self.coef_, self.intercept_ = w.T.copy(), b.copy()
+        elif task == "binary":
+            self.coef_, self.intercept_ = w[None, :], b.reshape(1)
+        else:
+            self.coef_, self.intercept_ = w, float(b)
+        self.n_iter_ = fit.iterations
+        self.radius_ = fit.train_radius
+        self.certificate_ = fit.certificate
 
     def _fit_mlp(self, x, targets, weights, columns, objective, task, num_classes):
         import optax
@@ -396,7 +459,11 @@ class RobustClassifier(ClassifierMixin, _Base):
             with ``"group_dro"``).
         alpha: CVaR tail fraction in ``(0, 1]``.
         radius: ball radius for ``chi_square``, ``kl``, ``cressie_read``, ``tv`` (in
-            ``[0, 1]``) and ``wasserstein`` (in the units of the features' ``norm``).
+            ``[0, 1]``) and ``wasserstein`` (in the units of the features' ``norm``); or
+            ``"auto"`` (``chi_square``, ``kl``, ``cressie_read``, linear model): the radius
+            comes from a small real sample passed as ``fit(..., real=(X_real, y_real))``
+            and the fit is certified (:func:`robustlearn.calibrate.fit_robust`, no tuning).
+        confidence: level of the ``radius="auto"`` certificate, in ``(0, 1)``.
         k: Cressie--Read exponent ``> 1``.
         lam: penalty strength ``> 0`` for the penalized forms.
         kappa: Wasserstein cost of flipping a label, in ``[0, inf]`` (``inf``: labels
@@ -426,6 +493,9 @@ class RobustClassifier(ClassifierMixin, _Base):
             ``(x - x_mean_) / x_scale_``.
         n_iter_: L-BFGS iterations (linear) or epochs run (MLP).
         n_features_in_: number of features seen in ``fit``.
+        radius_, certificate_: with ``radius="auto"``, the
+            :class:`~robustlearn.calibrate.Radius` trained at and the
+            :class:`~robustlearn.calibrate.Certificate` of the real risk (its ``bound``).
 
     Examples:
         >>> import numpy as np
@@ -437,7 +507,12 @@ class RobustClassifier(ClassifierMixin, _Base):
     """
 
     def fit(
-        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None, groups: ArrayLike | None = None
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        groups: ArrayLike | None = None,
+        real: tuple[ArrayLike, ArrayLike] | None = None,
     ) -> RobustClassifier:
         """Fits the model.
 
@@ -448,6 +523,7 @@ class RobustClassifier(ClassifierMixin, _Base):
                 distribution of the robust objective.
             groups: group labels, shape ``(n,)``; needed by ``"worst_group"`` and
                 ``"group_dro"``, ignored otherwise.
+            real: ``(X_real, y_real)``, a small real sample, for ``radius="auto"`` only.
 
         Returns:
             self.
@@ -459,7 +535,13 @@ class RobustClassifier(ClassifierMixin, _Base):
         if len(self.classes_) < 2:
             raise ValueError(f"RobustClassifier needs at least 2 classes in y; got 1 class ({self.classes_[0]!r}).")
         task = "binary" if len(self.classes_) == 2 else "multiclass"
-        self._fit(X, encoder.transform(y), sample_weight, groups, task, len(self.classes_))
+        if real is not None:
+            real_x, real_y = _real_pair(real, X.shape[1])
+            unseen = np.setdiff1d(real_y, self.classes_)
+            if unseen.size:
+                raise ValueError(f"`real` holds labels absent from y: {unseen.tolist()}.")
+            real = (real_x, encoder.transform(real_y))
+        self._fit(X, encoder.transform(y), sample_weight, groups, task, len(self.classes_), real=real)
         return self
 
     def decision_function(self, X):
@@ -516,7 +598,12 @@ class RobustRegressor(RegressorMixin, _Base):
     """
 
     def fit(
-        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None, groups: ArrayLike | None = None
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        groups: ArrayLike | None = None,
+        real: tuple[ArrayLike, ArrayLike] | None = None,
     ) -> RobustRegressor:
         """Fits the model.
 
@@ -527,12 +614,16 @@ class RobustRegressor(RegressorMixin, _Base):
                 distribution of the robust objective.
             groups: group labels, shape ``(n,)``; needed by ``"worst_group"`` and
                 ``"group_dro"``, ignored otherwise.
+            real: ``(X_real, y_real)``, a small real sample, for ``radius="auto"`` only.
 
         Returns:
             self.
         """
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
-        self._fit(X, np.asarray(y, np.float64), sample_weight, groups, "regression")
+        if real is not None:
+            real_x, real_y = _real_pair(real, X.shape[1])
+            real = (real_x, np.asarray(real_y, np.float64))
+        self._fit(X, np.asarray(y, np.float64), sample_weight, groups, "regression", real=real)
         return self
 
     def predict(self, X):

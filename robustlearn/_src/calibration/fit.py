@@ -22,6 +22,7 @@ class RobustFit(NamedTuple):
         radius: the :class:`Radius` of the certificate (statistical part for the held-out rows).
         certificate: the :class:`Certificate` of the real risk, from the held-out synthetic rows.
         train_index: indices of the synthetic rows used for training (the rest certified).
+        iterations: L-BFGS iterations of the fit (all smoothing stages).
     """
 
     params: dict
@@ -29,6 +30,7 @@ class RobustFit(NamedTuple):
     radius: Radius
     certificate: Certificate
     train_index: np.ndarray
+    iterations: int = 0
 
 
 def joint_sample(x: ArrayLike, y: ArrayLike, *, loss: str = "softmax", num_classes: int | None = None) -> np.ndarray:
@@ -178,6 +180,7 @@ def fit_robust(
         radius=cert_radius,
         certificate=certificate(losses, kind, cert_radius),
         train_index=train,
+        iterations=int(solution.iterations),
     )
 
 
