@@ -4,11 +4,15 @@
 """
 
 import importlib as _importlib
+from typing import TYPE_CHECKING
 
 from robustlearn._src.training.callbacks import Callback, Checkpointer, EarlyStopping, ProgressBar
 from robustlearn._src.training.checkpoint import CheckpointError
 from robustlearn._src.training.linear import LinearSolution, fit_linear, linear_losses
 from robustlearn._src.training.metrics import History
+
+if TYPE_CHECKING:  # for type checkers and the docs; at run time they load lazily (below)
+    from robustlearn._src.training.trainer import Trainer, TrainState
 
 _LAZY = {"Trainer": "robustlearn._src.training.trainer", "TrainState": "robustlearn._src.training.trainer"}
 
