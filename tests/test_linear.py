@@ -435,6 +435,24 @@ def test_standardization_changes_nothing_but_the_conditioning():
     assert float(on.value) == pytest.approx(float(off.value), rel=1e-10)
 
 
+@pytest.mark.parametrize("value", [0.1, 1.0, 37.0])
+def test_a_column_constant_on_the_weighted_rows_is_harmless(value):
+    # A one-hot column that is constant on the rows carrying weight (zero-weight padding
+    # rows differ) must not be blown up by its rounding-error variance: the fit equals the
+    # fit without the column, whose coefficient is then 0 (the ridge; the intercept absorbs it).
+    x, y = _data(12)
+    n = len(y)
+    weights = np.r_[np.ones(n), np.zeros(5)]
+    col = np.r_[np.full(n, value), np.zeros(5)]
+    x_pad = np.c_[np.r_[x, np.ones((5, x.shape[1]))], col]
+    y_pad = np.r_[y, np.zeros(5, y.dtype)]
+    with_col = rl.train.fit_linear(x_pad, y_pad, objectives.kl(0.5), l2=L2, weights=weights)
+    without = rl.train.fit_linear(x, y, objectives.kl(0.5), l2=L2)
+    np.testing.assert_allclose(with_col.params["w"][:-1], without.params["w"], atol=1e-6)
+    assert abs(float(with_col.params["w"][-1])) < 1e-6
+    assert float(with_col.value) == pytest.approx(float(without.value), rel=1e-8)
+
+
 def test_rescaled_features_give_rescaled_coefficients():
     # Without a ridge, scaling feature j by s_j divides w_j by s_j (the same classifier).
     x, y = _data(11)

@@ -366,6 +366,16 @@ def _columns(columns, n: int) -> dict:
     return out
 
 
+def _varies(a: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per column of ``a`` (n, d): whether it takes more than one value on the rows with
+    ``p > 0``, beyond float64 rounding of its magnitude."""
+    live = a[p > 0]
+    if live.shape[0] == 0:
+        return np.zeros(a.shape[1], bool)
+    spread = live.max(axis=0) - live.min(axis=0)
+    return spread > 64 * np.finfo(np.float64).eps * np.abs(live).max(axis=0)
+
+
 def _standardization(x: np.ndarray, y: np.ndarray, p: np.ndarray, loss: str, standardize: bool):
     """Weighted means and scales of the features (and of the targets for the squared loss)."""
     d = x.shape[1]
@@ -374,12 +384,15 @@ def _standardization(x: np.ndarray, y: np.ndarray, p: np.ndarray, loss: str, sta
         x64 = x.astype(np.float64)
         x_mean = p @ x64
         x_var = p @ (x64 - x_mean) ** 2
-        x_scale = np.where(x_var > 0, np.sqrt(x_var), 1.0)
+        # A column constant over the rows that carry weight has a weighted variance of
+        # rounding error (~1e-32 relative), not 0: dividing by its square root would blow
+        # the column up to O(1) noise. Such columns keep scale 1 (centered, they are ~0).
+        x_scale = np.where(_varies(x64, p), np.sqrt(x_var), 1.0)
         if loss == "squared":
             y64 = y.astype(np.float64)
             y_mean = float(p @ y64)
             y_var = float(p @ (y64 - y_mean) ** 2)
-            y_scale = float(np.sqrt(y_var)) if y_var > 0 else 1.0
+            y_scale = float(np.sqrt(y_var)) if _varies(y64[:, None], p)[0] else 1.0
     return x_mean, x_scale, y_mean, y_scale
 
 
