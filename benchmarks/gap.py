@@ -62,8 +62,9 @@ class Config:
     learners: tuple[str, ...]
     small_data: bool
     mlp: L.MLPConfig
-    generation_picks: str  # "ends" (first, middle, last) or "spread" (five)
+    generation_picks: str  # "ends" (first and last) or "spread" (five)
     verbose: bool = True
+    methods: tuple[str, ...] | None = None  # a subset of the methods (the floor and ceiling always run)
 
     @property
     def shapes(self) -> L.Shapes:
@@ -146,15 +147,27 @@ class Context:
         self.diagnostics["ess_fraction"] = float(importance.weight_diagnostics(w, warn_below=0.0).ess_fraction)
 
 
+def generation_picks(total: int, cfg: Config) -> list[int]:
+    """The numbers of generations a model-collapse scenario is trained on (first and last, or five spread)."""
+    picks = (1, total) if cfg.generation_picks == "ends" else (1, 2, round(0.4 * total), round(0.7 * total), total)
+    return sorted({p for p in picks if p >= 1})
+
+
+def num_contexts(variant: str, cfg: Config) -> int:
+    """Contexts per seed (one, or one per picked number of generations): the progress display's step count."""
+    name, params = VARIANTS[variant]
+    if name != "model_collapse":
+        return 1
+    return len(generation_picks(params.get("generations") or (5 if cfg.small_data else 10), cfg))
+
+
 def contexts(variant: str, seed: int, cfg: Config) -> list[Context]:
     name, params = VARIANTS[variant]
     scenario = SCENARIOS[name](seed, cfg.small_data, **params)
     if name != "model_collapse":
         return [Context(variant, scenario, seed, None)]
-    total = scenario.info["generations"]
-    picks = (1, (total + 1) // 2, total) if cfg.generation_picks == "ends" else (1, 2, round(0.4 * total),
-                                                                                 round(0.7 * total), total)  # fmt: skip
-    return [Context(variant, take_generations(scenario, g), seed, g) for g in sorted({p for p in picks if p >= 1})]
+    picks = generation_picks(scenario.info["generations"], cfg)
+    return [Context(variant, take_generations(scenario, g), seed, g) for g in picks]
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -245,6 +258,8 @@ def run_context(ctx: Context, learner: str, cfg: Config) -> tuple[list[dict], di
     """Both selection rules for one context and learner: result rows and the methods left out (with why)."""
     names, skipped = [], {}
     for name, spec in M.SPECS.items():
+        if cfg.methods is not None and name not in cfg.methods and name not in ("erm", *M.REFERENCES):
+            continue
         ok, why = M.applicable(spec, learner, ctx)
         if ok:
             names.append(name)
@@ -321,7 +336,8 @@ def _mean_quality(gens: list[dict]) -> dict | None:
 
 def run_variant(variant: str, cfg: Config, progress: Progress | None = None) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
-    rows, skipped, diagnostics, fits, failures, generators = [], {}, {}, 0, [], []
+    rows, skipped, diagnostics, failures, generators = [], {}, {}, [], []
+    fits = dict.fromkeys(cfg.learners, 0)  # configurations trained, per learner
     first = None
     for seed in cfg.seeds:
         for ctx in contexts(variant, seed, cfg):
@@ -337,7 +353,7 @@ def run_variant(variant: str, cfg: Config, progress: Progress | None = None) -> 
                 r, info = run_context(ctx, learner, cfg)
                 rows += r
                 skipped[learner] = info["skipped"]
-                fits += info["fits"]
+                fits[learner] += info["fits"]
                 failures += info["failures"]
                 if progress is not None:
                     gen = "" if ctx.generation is None else f", {ctx.generation} generations"
@@ -436,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 2 quick, 5 full)")
     parser.add_argument("--learners", default=None, help="comma-separated subset of linear,mlp")
     parser.add_argument("--epochs", type=int, default=None, help="MLP epochs at most")
+    parser.add_argument("--methods", default=None, help="comma-separated subset of the methods (ERM, the floor and "
+                        "the ceiling always run); for debugging, the report is then incomplete")  # fmt: skip
     parser.add_argument("--data-size", choices=("quick", "full"), default=None, help="scenario sizes (default: mode)")
     parser.add_argument("--out", default="benchmark-results", help="output directory")
     parser.add_argument("--no-plots", action="store_true")
@@ -448,6 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--learners must be a subset of {LEARNERS}")
     cfg = make_config(quick, args.seeds, learners, args.data_size, max_epochs=args.epochs)
     cfg.verbose = not args.quiet
+    if args.methods:
+        cfg.methods = tuple(x for x in args.methods.split(",") if x)
+        unknown = sorted(set(cfg.methods) - set(M.SPECS))
+        if unknown:
+            parser.error(f"unknown methods {unknown}; choose from {', '.join(M.SPECS)}")
     if args.list_parts:
         for i, p in enumerate(parts(cfg, args.list_parts), 1):
             print(f"{i}/{args.list_parts}: {' '.join(p)}")
@@ -464,9 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     start, cpu = time.perf_counter(), time.process_time()
     variants = [n for n in names if n != CONTAMINATION]
-    steps = sum(
-        len(cfg.learners) * (3 if VARIANTS[v][0] == "model_collapse" and quick else 5 if VARIANTS[v][0] ==
-                             "model_collapse" else 1) for v in variants) * len(cfg.seeds)  # fmt: skip
+    steps = sum(num_contexts(v, cfg) for v in variants) * len(cfg.learners) * len(cfg.seeds)
     progress = Progress(steps, enabled=cfg.verbose)
     outputs = [run_variant(v, cfg, progress) for v in variants]
     progress.close()
@@ -476,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": quick,
         "seeds": list(cfg.seeds),
         "learners": list(cfg.learners),
+        "methods": None if cfg.methods is None else list(cfg.methods),
         "data_size": "quick" if cfg.small_data else "full",
         "mlp": cfg.mlp._asdict(),
         "shapes": cfg.shapes.describe(),

@@ -222,9 +222,9 @@ def mlp_init(seed: int, d: int, d_pad: int, hidden: int, num_classes: int) -> di
 
 
 def mlp_apply(params, x):
-    h = jax.nn.relu(x @ params["w1"] + params["b1"])
-    h = jax.nn.relu(h @ params["w2"] + params["b2"])
-    return h @ params["w3"] + params["b3"]
+    h = jax.nn.relu(x @ params["w1"] + params["b1"][None, :])
+    h = jax.nn.relu(h @ params["w2"] + params["b2"][None, :])
+    return h @ params["w3"] + params["b3"][None, :]
 
 
 _mlp_apply = jax.jit(mlp_apply)
@@ -295,6 +295,48 @@ class MLPModel(NamedTuple):
         return mlp_logits(p, x, shapes)
 
 
+class _Slot:
+    """The configuration a reused Trainer trains next: its objective and optimizer (read when ``fit`` starts)."""
+
+    objective: rl.objectives.Objective
+    optimizer: optax.GradientTransformation
+
+
+# One Trainer per program structure (objective kind, groups, classes, padded shapes, MLP size), reused for every
+# configuration: a new Trainer would trace and lower its programs again (about 0.3-0.5 s per fit on 2 cores, the
+# largest cost of a quick run) although the compiled program is the same (hyperparameters travel as arrays in the
+# objective's and the optimizer's state). The reused Trainer's objective and optimizer take ``init`` from the
+# slot (the current configuration's hyperparameters) and ``loss``/``update`` from the first configuration, which
+# read every hyperparameter from that state; so a fit is exactly the fit of a fresh Trainer built with the
+# current configuration (tests/test_gap_suite.py compares the two).
+_TRAINERS: dict[tuple, tuple[rl.train.Trainer, _Slot]] = {}
+
+
+def _trainer(kind: str, hyper: Mapping[str, float], num_classes: int, num_groups: int, rows: int, dims: int,
+             cfg: MLPConfig) -> rl.train.Trainer:  # fmt: skip
+    obj = objective_for(kind, hyper, learner="mlp", num_groups=num_groups)
+    opt = _ADAMW(learning_rate=cfg.learning_rate, weight_decay=float(hyper["wd"]))
+    key = (kind, num_groups if kind == "group" else 0, num_classes, rows, dims, cfg)
+    if key not in _TRAINERS:
+        slot = _Slot()
+        objective = obj._replace(init=lambda k: slot.objective.init(k))
+        optimizer = optax.GradientTransformationExtraArgs(lambda p: slot.optimizer.init(p), opt.update)
+        trainer = rl.train.Trainer(
+            mlp_apply,
+            optax.softmax_cross_entropy_with_integer_labels,
+            objective,
+            optimizer,
+            params=mlp_init(0, dims, dims, cfg.hidden, num_classes),
+            batch_size=min(cfg.batch_size, rows),
+            seed=0,
+            verbose=False,
+        )
+        _TRAINERS[key] = (trainer, slot)
+    trainer, slot = _TRAINERS[key]
+    slot.objective, slot.optimizer = obj, opt
+    return trainer
+
+
 def fit_mlp_model(
     kind: str,
     hyper: Mapping[str, float],
@@ -317,19 +359,11 @@ def fit_mlp_model(
         "weight": pad_rows(np.asarray(data.weight, np.float32), rows),
         "group": pad_rows(np.asarray(data.group, np.int32), rows),
     }
-    obj = objective_for(kind, hyper, learner="mlp", num_groups=num_groups)
     select = Selection(selection, metric, maximize, cfg.patience, shapes)
-    trainer = rl.train.Trainer(
-        mlp_apply,
-        optax.softmax_cross_entropy_with_integer_labels,
-        obj,
-        _ADAMW(learning_rate=cfg.learning_rate, weight_decay=float(hyper["wd"])),
-        params=mlp_init(seed, d, dims, cfg.hidden, num_classes),
-        batch_size=min(cfg.batch_size, rows),
-        seed=seed,
-        callbacks=[select],
-        verbose=False,
-    )
+    trainer = _trainer(kind, hyper, num_classes, num_groups, rows, dims, cfg)
+    trainer.seed = seed
+    trainer.init_params = mlp_init(seed, d, dims, cfg.hidden, num_classes)
+    trainer.callbacks = [select]
     try:
         history = trainer.fit(train, epochs=cfg.max_epochs)
         epochs = len(history.rows)

@@ -524,7 +524,8 @@ def header_lines(data: dict) -> list[str]:
         f"{'/'.join(str(x) for x in sorted(k))} configurations per method; {data['data_size']} data sizes; "
         f"{data['shapes']}. MLP: two hidden layers of {mlp['hidden']}, AdamW (learning rate "
         f"{mlp['learning_rate']:g}), minibatches of {mlp['batch_size']}, at most {mlp['max_epochs']} epochs, "
-        f"patience {mlp['patience']}.",
+        f"patience {mlp['patience']}."
+        + (f" Methods restricted to {', '.join(data['methods'])} (a debugging run)." if data.get("methods") else ""),
         "",
         f"Wall time {_seconds(data['seconds'])} (CPU time {_seconds(data['cpu_seconds'])}) on {m['cpus']} CPU cores "
         f"({m['processor']}), jax {m['jax']}; load average at the end "
@@ -905,7 +906,7 @@ def merge(out_dir: str, parts: Sequence[str]) -> dict:
     merged["contamination"] = next((d["contamination"] for d in reversed(datas) if d.get("contamination")), None)
     merged["seconds"] = float(sum(d["seconds"] for d in datas))
     merged["cpu_seconds"] = float(sum(d["cpu_seconds"] for d in datas))
-    merged["command"] = "; ".join(d["command"] for d in datas)
+    merged["command"] = "; ".join(dict.fromkeys(d["command"] for d in datas))
     os.makedirs(out_dir, exist_ok=True)
     for d, p in zip(datas, parts, strict=True):
         if d.get("contamination") and os.path.abspath(p) != os.path.abspath(out_dir):
