@@ -787,7 +787,10 @@ def plots(data: dict, out_dir: str) -> list[str]:
             ax.grid(alpha=0.3)
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-        fig.suptitle(f"Recursive contamination, alpha = {alpha} (mean and 95% interval over {len(cfg.seeds)} seeds)")
+        fig.suptitle(
+            f"Recursive contamination, alpha = {alpha} (mean and 95% interval over "
+            f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) != 1 else ''})"
+        )
         fig.tight_layout()
         files.append(os.path.join(out_dir, f"contamination_alpha_{alpha}.png"))
         fig.savefig(files[-1], dpi=110, bbox_inches="tight")

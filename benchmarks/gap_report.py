@@ -690,6 +690,8 @@ def report(data: dict, files: Sequence[str] = (), link_prefix: str = "", docs: b
     lines = [] if docs else header_lines(data)
     if docs:
         lines += header_lines(data)[2:]
+        lines += [f"Every table, seed and chosen configuration: [report]({link_prefix}report.md), "
+                  f"[results.json]({link_prefix}results.json).", ""]  # fmt: skip
     lines += ["## Verdicts at a glance", ""]
     if outputs:
         lines += verdict_table(outputs, learners) + [""]
@@ -727,8 +729,13 @@ def plots(data: dict, out_dir: str) -> list[str]:
     return files
 
 
+def _plot_name(method: str) -> str:
+    return {"erm_synthetic": "erm_synthetic (floor)", "erm_real": "erm_real (ceiling)"}.get(method, method)
+
+
 def _diff_plot(data: dict, learner: str, out_dir: str) -> str | None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     outputs = [o for o in data["scenarios"] if any(r["learner"] == learner for r in o["results"])]
     if not outputs:
@@ -756,7 +763,8 @@ def _diff_plot(data: dict, learner: str, out_dir: str) -> str | None:
         lim = max(lim * 1.6, 0.01)
         ax.set_xlim(-lim, lim)
         ax.axvline(0, color="k", lw=0.8)
-        ax.set_yticks(ys, methods, fontsize=8)
+        ax.set_yticks(ys, [_plot_name(m) for m in methods], fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, symmetric=True))
         ax.set_ylim(-0.7, len(methods) - 0.3)
         unit = "accuracy" if o["maximize"] else "loss, sign flipped"
         ax.set_xlabel(f"vs ERM: {o['metric']} ({unit}); right = better", fontsize=8)
@@ -812,7 +820,7 @@ def _collapse_plot(data: dict, out_dir: str) -> str | None:
                 if not np.any(np.isfinite(vals)):
                     continue
                 style = {"color": "k", "lw": 2.2, "ls": "--", "zorder": 5} if m == "erm" else styles[m]
-                ax.plot(gens, vals, marker="o", ms=3, label=m, **style)
+                ax.plot(gens, vals, marker="o", ms=3, label=_plot_name(m), **style)
             ax.set_title(f"{o['scenario']}, {learner}", fontsize=10)
             ax.set_xlabel("generations (rounds) trained on", fontsize=8)
             ax.set_ylabel("real-test loss (rule (a))", fontsize=8)
@@ -864,6 +872,8 @@ def rebuild(out_dir: str, plot: bool = True) -> str:
 def docs_section(data: dict, out_dir: str, docs_dir: str = "docs") -> str:
     prefix = os.path.relpath(out_dir, docs_dir).replace(os.sep, "/") + "/"
     body = report(data, plot_names(data), link_prefix=prefix, docs=True)
+    # One level down: the section sits under the page's "## Results (full run)".
+    body = "\n".join("#" + ln if ln.startswith("#") else ln for ln in body.splitlines()) + "\n"
     return f"{MARKER_BEGIN}\n\n{body}\n{MARKER_END}"
 
 

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import pathlib
 import re
 
@@ -23,7 +24,7 @@ from benchmarks import gap_methods as M
 # (alpha estimated, the collapse plot); a few methods so that the run compiles few programs.
 TINY = ["label_noise", "model_collapse_mix"]
 TINY_CONTEXTS = [(seed, g) for seed in (0, 1) for g in (None,)] + [(seed, g) for seed in (0, 1) for g in (1, 5)]
-METHODS = "erm,cvar,source_mix,generation_weighted_est"
+METHODS = "erm,source_mix,generation_weighted_est"  # ERM-kind objectives only: one program per learner and shape
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -101,9 +102,9 @@ def test_report_structure_every_column_defined(run):
     _, rows = _table_rows(_section(text, "## label_noise").split("### linear", 1)[1])
     names = [r["method"] for r in rows]
     assert names[0] == "erm" and names[-2:] == ["erm_synthetic", "erm_real"]
-    assert {"cvar", "source_mix"} <= set(names) and "wasserstein" not in names  # --methods
+    assert "source_mix" in names and "cvar" not in names  # --methods
     assert next(r for r in rows if r["method"] == "erm_real")["(b) mean ± ci"] == "(a)"
-    assert all(0 <= float(r["flipped mass"]) <= 1 for r in rows if r["method"] in ("erm", "cvar"))
+    assert 0 < float(next(r for r in rows if r["method"] == "erm")["flipped mass"]) < 1
 
 
 def _table_rows(text):
@@ -159,7 +160,9 @@ def test_report_is_rebuilt_identically_and_docs_section(run, tmp_path, monkeypat
     first = gap_report.write_docs(str(out), str(page))
     text = page.read_text()
     assert text.startswith("# Page\n\nhand-written") and text.endswith("tail\n") and "OLD-XYZ" not in text
-    assert "## Verdicts at a glance" in first and "vs_erm_linear.png" in first
+    assert "\n### Verdicts at a glance\n" in first and "\n## " not in first  # under the page's "## Results"
+    prefix = os.path.relpath(out, page.parent)
+    assert f"]({prefix}/vs_erm_linear.png)" in first and f"]({prefix}/report.md)" in first
     gap_report.write_docs(str(out), str(page))
     assert page.read_text() == text  # idempotent
 
