@@ -692,6 +692,7 @@ def report(data: dict, files: Sequence[str] = (), link_prefix: str = "", docs: b
         lines += header_lines(data)[2:]
         lines += [f"Every table, seed and chosen configuration: [report]({link_prefix}report.md), "
                   f"[results.json]({link_prefix}results.json).", ""]  # fmt: skip
+    lines += how_to_read(data)
     lines += ["## Verdicts at a glance", ""]
     if outputs:
         lines += verdict_table(outputs, learners) + [""]
@@ -700,9 +701,13 @@ def report(data: dict, files: Sequence[str] = (), link_prefix: str = "", docs: b
         for learner in learners:
             for rule, label in RULES.items():
                 lines += [f"## Gap closed at a glance: {learner}, {label}", ""]
+                lines += ["Each cell: the fraction of the floor-to-ceiling gap the method closes on the scenario's "
+                          "primary metric (seed means; 0 = the floor `erm_synthetic`, 1 = the ceiling `erm_real`; "
+                          "blank: the method does not run there; –: floor and ceiling not distinguishable, no gap "
+                          "to close).", ""]  # fmt: skip
                 lines += glance_table(outputs, learner, rule) + [""]
     lines += plots_section(list(files), link_prefix)
-    lines += how_to_read(data) + methods_section(data)
+    lines += methods_section(data)
     for o in outputs:
         lines += scenario_section(o, learners)
     if data.get("contamination"):
