@@ -1,8 +1,11 @@
 """Benchmarks CLI.
 
-    python -m benchmarks run [--quick | --full] [--scenario NAME] [--out DIR]
-    python -m benchmarks report DIR     # rebuild DIR/report.md and plots from DIR/results.json
-    python -m benchmarks contamination [--quick | --full] [--out DIR]   # recursive contamination (issue 12)
+    python -m benchmarks run [--quick | --full] [--scenario NAME] [--part I/K] [--out DIR]   # the gap suite
+    python -m benchmarks run --full --list-parts K         # how --part I/K splits the full run
+    python -m benchmarks merge DIR PART_DIR [PART_DIR ...]  # one results.json (and report) from the pieces
+    python -m benchmarks report DIR [--docs]               # rebuild DIR/report.md and plots from DIR/results.json;
+                                                           # --docs also rewrites docs/benchmarks.md's results
+    python -m benchmarks contamination [--quick | --full] [--out DIR]   # recursive contamination alone (issue 12)
 
 The performance suite has its own entry point, ``python -m benchmarks.perf``.
 """
@@ -14,8 +17,20 @@ from benchmarks import gap
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) == 2 and argv[0] == "report":
-        print(gap.rebuild(argv[1]))
+    if argv and argv[0] == "report" and len(argv) in (2, 3) and (len(argv) == 2 or argv[2] == "--docs"):
+        from benchmarks import gap_report
+
+        print(gap_report.rebuild(argv[1]), end="")
+        if len(argv) == 3:
+            gap_report.write_docs(argv[1])
+            print("Rewrote the generated section of docs/benchmarks.md", file=sys.stderr)
+        return 0
+    if argv and argv[0] == "merge" and len(argv) >= 3:
+        from benchmarks import gap_report
+
+        gap_report.merge(argv[1], argv[2:])
+        gap_report.rebuild(argv[1])
+        print(f"Merged {len(argv) - 2} runs into {argv[1]}/results.json and report.md", file=sys.stderr)
         return 0
     if argv and argv[0] == "contamination":
         from benchmarks import contamination

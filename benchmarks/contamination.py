@@ -30,7 +30,6 @@ pseudocode. The predictions below were written before the first run on real data
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -57,6 +56,10 @@ METHODS = (
     "group_dro",
     "cvar",
 )
+
+# The gap suite's quick run (python -m benchmarks run --quick) runs these only: the paper's ERM, the latest
+# round, and our two reconstructions (predictions P1-P4, P7 and P9 are defined on them).
+QUICK_SUITE_METHODS = ("erm_pooled", "erm_latest", "corrected", "disagreement")
 
 # Stated before the first run on real data. ``r`` is a method's late improvement ratio err(T) / err(3)
 # (mean over seeds); "plateau" means r >= 0.8 and "improves" r < 0.8 (1/sqrt(t) from t = 3 to 10 gives 0.55).
@@ -105,7 +108,6 @@ class Config:
     mlp_epochs: int = 60
     mlp_batches: int = 4  # minibatches per epoch (padded data / this = the batch size)
     mlp_lr: float = 3e-3
-    fallback_epochs: int = 300  # linear learner through the Trainer when fit_linear takes no columns
     mean_alphas: tuple[float, ...] = (0.2, 0.5, 0.7, 0.9, 1.0)
     mean_rounds: int = 1000
     mean_reps: int = 2000
@@ -209,46 +211,19 @@ def _mlp_scores(params):
     return lambda x: np.asarray(_mlp_apply_jit(params, jnp.asarray(x, jnp.float32)))
 
 
-def fit_linear_takes_any_objective() -> bool:
-    """Whether ``fit_linear`` accepts extra batch columns (the ``linear`` branch); else the Trainer is used."""
-    return "columns" in inspect.signature(rl.train.fit_linear).parameters
-
-
-def _trainer_v1() -> bool:
-    """The pre-rewrite Trainer: compiles per instance, starts every fit from ``init_params``."""
-    try:
-        src = inspect.getsource(rl.train.Trainer.fit)
-    except (OSError, TypeError):
-        return False
-    return "self.init_params" in src and hasattr(rl.train.Trainer, "_epoch_fn")
-
-
 class Trainers:
-    """Trains through ``robustlearn.train.Trainer``.
-
-    With the rewritten Trainer (one compile per program, across instances) every fit builds a new
-    Trainer. With the old one, which compiles per instance, one Trainer per structure (``key``) is
-    reused: its parameters, objective (same structure, hyperparameters in the state) and seed are
-    replaced before each fit.
-    """
+    """Trains through ``robustlearn.train.Trainer``: a new Trainer per fit (it compiles once per program
+    structure, across instances, so a fit of a known structure costs no compilation)."""
 
     def __init__(self):
-        self.reuse = _trainer_v1()
-        self.cache: dict = {}
         self.fits = 0
 
-    def fit(self, key, apply, params, objective, optimizer, data, *, epochs, batch_size, seed):
+    def fit(self, apply, params, objective, optimizer, data, *, epochs, batch_size, seed):
         self.fits += 1
         loss = optax.softmax_cross_entropy_with_integer_labels
-        tr = self.cache.get(key) if self.reuse else None
-        if tr is None:
-            tr = rl.train.Trainer(
-                apply, loss, objective, optimizer, params=params, batch_size=batch_size, seed=seed, verbose=False
-            )
-            if self.reuse:
-                self.cache[key] = tr
-        else:
-            tr.init_params, tr.params, tr.objective, tr.seed = params, params, objective, seed
+        tr = rl.train.Trainer(
+            apply, loss, objective, optimizer, params=params, batch_size=batch_size, seed=seed, verbose=False
+        )
         tr.fit(data, epochs=epochs)
         return tr.params
 
@@ -273,55 +248,47 @@ def _pad(data: dict, size: int) -> dict:
     return out
 
 
+def zero_constant_columns(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Columns constant over the rows with positive weight, set to 0 (the same optimum: with ``l2 > 0`` the
+    coefficient of a constant column is 0, the intercept absorbs it).
+
+    Works around ``fit_linear``'s standardization, which divides such a column by the float64 rounding error
+    of its weighted variance (~1e-16) instead of treating it as constant, and then returns an untrained model
+    (a round of 100 Adult rows has constant one-hot columns).
+    """
+    live = weight > 0
+    rows = x[live]
+    const = np.all(rows == rows[:1], axis=0) if len(rows) else np.zeros(x.shape[1], bool)
+    if not const.any():
+        return x
+    x = x.copy()
+    x[:, const] = 0.0
+    return x
+
+
 class LinearFitter:
-    """Softmax regression (l2 on the weights) by ``fit_linear``; the Trainer (Adam) when fit_linear can't."""
+    """Softmax regression (l2 on the weights) by ``fit_linear`` for any objective (extra batch columns too)."""
 
     def __init__(self, cfg: Config, size: int, trainers: Trainers):
-        self.cfg, self.size, self.trainers = cfg, size, trainers
-        self.any_objective = fit_linear_takes_any_objective()
-        self.paths: dict[str, int] = {}
+        self.cfg, self.size = cfg, size
+        self.paths: dict[str, int] = {"fit_linear": 0}
 
     def __call__(self, data, objective, num_classes, seed, key=""):
         d = _pad(data, self.size)
         x, y, w = d.pop("x"), d.pop("y"), d.pop("weight")
         columns = {k: d[k] for k in objective.requires}
-        if self.any_objective:
-            sol = rl.train.fit_linear(
-                x, y, objective, loss="softmax", l2=self.cfg.l2, weights=w, num_classes=num_classes, columns=columns
-            )
-            path, params = "fit_linear", sol.params
-        elif objective.reduction is not None and not columns:
-            sol = rl.train.fit_linear(
-                x, y, objective, loss="softmax", l2=self.cfg.l2, weights=w, num_classes=num_classes
-            )
-            path, params = "fit_linear", sol.params
-        else:
-            path = "Trainer (fit_linear takes no columns yet)"
-            params0 = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
-            decay = optax.add_decayed_weights(self.cfg.l2, mask={"w": True, "b": False})
-            batch = {"x": x, "y": y, "weight": w, **columns}
-            # Full-batch L-BFGS steps (no line search: the Trainer passes gradients only) for smooth
-            # objectives, Adam for the others and if L-BFGS produces a non-finite step.
-            tries = [("lbfgs", optax.lbfgs(learning_rate=0.5, linesearch=None))] if objective.smooth else []
-            tries.append(("adam", optax.adam(0.05)))
-            for name, opt in tries:
-                try:
-                    params = self.trainers.fit(
-                        ("linear", key, name, x.shape[1], num_classes),
-                        lambda p, xx: xx @ p["w"] + p["b"][None, :],
-                        params0,
-                        objective,
-                        optax.chain(decay, opt),
-                        batch,
-                        epochs=self.cfg.fallback_epochs,
-                        batch_size=None,
-                        seed=seed,
-                    )
-                    break
-                except FloatingPointError:
-                    continue
-        self.paths[path] = self.paths.get(path, 0) + 1
-        return _linear_scores(params)
+        sol = rl.train.fit_linear(
+            zero_constant_columns(x, w),
+            y,
+            objective,
+            loss="softmax",
+            l2=self.cfg.l2,
+            weights=w,
+            num_classes=num_classes,
+            columns=columns,
+        )
+        self.paths["fit_linear"] += 1
+        return _linear_scores(sol.params)
 
 
 class MLPFitter:
@@ -337,7 +304,6 @@ class MLPFitter:
         params0 = mlp_init(seed, x.shape[1], self.cfg.mlp_hidden, num_classes)
         batch = {k: d[k] for k in ("x", "y", "weight", *objective.requires)}
         params = self.trainers.fit(
-            ("mlp", key, x.shape[1], num_classes),
             mlp_apply,
             params0,
             objective,
@@ -361,7 +327,6 @@ def train_teacher(task: Task, kind: str, cfg: Config, trainers: Trainers):
     else:
         n = len(task.x)
         params = trainers.fit(
-            ("teacher", task.name),
             mlp_apply,
             mlp_init(999, task.x.shape[1], cfg.mlp_hidden, task.num_classes),
             objectives.erm(),
@@ -492,7 +457,7 @@ def run_pac(cfg: Config, verbose: bool = True) -> dict:
                             )
             out["paths"][f"{name}/{kind}"] = dict(fit.paths)
             out["seconds"][f"{name}/{kind}"] = time.perf_counter() - start
-    out["trainer_mode"] = "one Trainer per structure, reused (Trainer v1)" if trainers.reuse else "one Trainer per fit"
+    out["trainer_mode"] = "one Trainer per fit"
     return out
 
 
@@ -822,7 +787,10 @@ def plots(data: dict, out_dir: str) -> list[str]:
             ax.grid(alpha=0.3)
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-        fig.suptitle(f"Recursive contamination, alpha = {alpha} (mean and 95% interval over {len(cfg.seeds)} seeds)")
+        fig.suptitle(
+            f"Recursive contamination, alpha = {alpha} (mean and 95% interval over "
+            f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) != 1 else ''})"
+        )
         fig.tight_layout()
         files.append(os.path.join(out_dir, f"contamination_alpha_{alpha}.png"))
         fig.savefig(files[-1], dpi=110, bbox_inches="tight")
@@ -891,12 +859,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [m for m in cfg.methods if m not in METHODS]
     if bad:
         parser.error(f"unknown methods {bad}; choose from {METHODS}")
-    os.makedirs(args.out, exist_ok=True)
+    parts = ("pac", "means", "alpha") if args.part == "all" else (args.part,)
+    data = run_all(cfg, verbose=not args.quiet, parts=parts)
+    text = write(data, args.out, plot=not args.no_plots)
+    print(text)
+    written = "contamination.md, contamination.json" + ("" if args.no_plots else " and plots")
+    print(f"\nWrote {written} to {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_all(cfg: Config, verbose: bool = True, parts: Sequence[str] = ("pac", "means", "alpha")) -> dict:
+    """Runs the chosen parts (``pac``, ``means``, ``alpha``) and returns the data the report is built from."""
     start = time.perf_counter()
-    pac = run_pac(cfg, verbose=not args.quiet) if args.part in ("all", "pac") else empty_pac()
-    means = run_means(cfg) if args.part in ("all", "means") else {"rows": [], "reps": 0, "rounds": 0}
-    alpha_rows = run_alpha(cfg) if args.part in ("all", "alpha") else []
-    data = {
+    pac = run_pac(cfg, verbose=verbose) if "pac" in parts else empty_pac()
+    means = run_means(cfg) if "means" in parts else {"rows": [], "reps": 0, "rounds": 0}
+    alpha_rows = run_alpha(cfg) if "alpha" in parts else []
+    return {
         "config": dataclasses.asdict(cfg),
         "pac": pac,
         "means": means,
@@ -905,17 +883,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mean_verdicts": mean_verdicts(means) if means["rows"] else [],
         "seconds": time.perf_counter() - start,
     }
-    with open(os.path.join(args.out, "contamination.json"), "w") as f:
+
+
+def write(data: dict, out_dir: str, plot: bool = True) -> str:
+    """Writes contamination.json, contamination.md (and the plots) to ``out_dir``; returns the report."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "contamination.json"), "w") as f:
         json.dump(data, f, indent=1)
     text = report(data)
-    with open(os.path.join(args.out, "contamination.md"), "w") as f:
+    with open(os.path.join(out_dir, "contamination.md"), "w") as f:
         f.write(text + "\n")
-    if not args.no_plots:
-        plots(data, args.out)
-    print(text)
-    written = "contamination.md, contamination.json" + ("" if args.no_plots else " and plots")
-    print(f"\nWrote {written} to {args.out}", file=sys.stderr)
-    return 0
+    if plot:
+        plots(data, out_dir)
+    return text
 
 
 def empty_pac() -> dict:
