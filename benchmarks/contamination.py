@@ -248,24 +248,6 @@ def _pad(data: dict, size: int) -> dict:
     return out
 
 
-def zero_constant_columns(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Columns constant over the rows with positive weight, set to 0 (the same optimum: with ``l2 > 0`` the
-    coefficient of a constant column is 0, the intercept absorbs it).
-
-    Works around ``fit_linear``'s standardization, which divides such a column by the float64 rounding error
-    of its weighted variance (~1e-16) instead of treating it as constant, and then returns an untrained model
-    (a round of 100 Adult rows has constant one-hot columns).
-    """
-    live = weight > 0
-    rows = x[live]
-    const = np.all(rows == rows[:1], axis=0) if len(rows) else np.zeros(x.shape[1], bool)
-    if not const.any():
-        return x
-    x = x.copy()
-    x[:, const] = 0.0
-    return x
-
-
 class LinearFitter:
     """Softmax regression (l2 on the weights) by ``fit_linear`` for any objective (extra batch columns too)."""
 
@@ -278,7 +260,7 @@ class LinearFitter:
         x, y, w = d.pop("x"), d.pop("y"), d.pop("weight")
         columns = {k: d[k] for k in objective.requires}
         sol = rl.train.fit_linear(
-            zero_constant_columns(x, w),
+            x,
             y,
             objective,
             loss="softmax",

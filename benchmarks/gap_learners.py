@@ -151,30 +151,12 @@ class LinearModel(NamedTuple):
         return np.stack([np.zeros_like(s), s], axis=1) if self.binary else s
 
 
-def _zero_constant_columns(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Columns constant over the rows with positive weight, set to 0 (the same optimum: with ``l2 > 0`` the
-    coefficient of a constant column is 0, the intercept absorbs it).
-
-    Works around ``fit_linear``'s standardization, which divides such a column by the float64 rounding error of
-    its weighted variance (~1e-16) instead of treating it as constant, and then returns an untrained model.
-    """
-    live = weight > 0
-    if not live.any():
-        return x
-    rows = x[live]
-    const = np.all(rows == rows[:1], axis=0)
-    if const.any():
-        x = x.copy()
-        x[:, const] = 0.0
-    return x
-
-
 def fit_linear_model(kind: str, hyper: Mapping[str, float], data: Data, num_classes: int, shapes: Shapes):
     """One configuration by ``rl.train.fit_linear`` on the padded data; returns a :class:`LinearModel`."""
     n, d = data.x.shape
     rows, dims = shapes.rows(n), shapes.dims(d)
     weight = pad_rows(np.asarray(data.weight, np.float32), rows)
-    x = _zero_constant_columns(pad_x(data.x, rows, dims), weight)
+    x = pad_x(data.x, rows, dims)
     y = pad_rows(np.asarray(data.y, np.int32), rows)
     binary = num_classes == 2
     obj = objective_for(kind, hyper, learner="linear", num_groups=LINEAR_GROUPS)
