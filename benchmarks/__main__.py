@@ -2,6 +2,7 @@
 
     python -m benchmarks run [--quick | --full] [--scenario NAME] [--out DIR]
     python -m benchmarks report DIR     # rebuild DIR/report.md and plots from DIR/results.json
+    python -m benchmarks contamination [--quick | --full] [--out DIR]   # recursive contamination (issue 12)
 
 The performance suite has its own entry point, ``python -m benchmarks.perf``.
 """
@@ -16,6 +17,10 @@ def main(argv=None) -> int:
     if len(argv) == 2 and argv[0] == "report":
         print(gap.rebuild(argv[1]))
         return 0
+    if argv and argv[0] == "contamination":
+        from benchmarks import contamination
+
+        return contamination.main(argv[1:])
     if not argv or argv[0] != "run":
         print(__doc__, file=sys.stderr)
         return 2

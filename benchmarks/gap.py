@@ -58,7 +58,7 @@ def grids(quick: bool) -> dict[str, list[dict]]:
             "cvar": [{"alpha": 0.1}, {"alpha": 0.3}],
             "chi_square": [{"radius": 0.5}, {"radius": 2.0}],
             "kl": [{"radius": 0.1}, {"radius": 0.5}],
-            "wasserstein": [{"eps": 0.01}, {"eps": 0.1}],
+            "wasserstein": [{"radius": 0.01}, {"radius": 0.1}],
             "group_dro": [{"l2": 1e-4}, {"l2": 1e-2}],
             "iw_erm": [{"power": 0.5}, {"power": 1.0}],
             "source_mix": [{"real": 0.25}, {"real": 0.5}],
@@ -70,7 +70,7 @@ def grids(quick: bool) -> dict[str, list[dict]]:
         "cvar": [{"alpha": 0.05}, {"alpha": 0.1}, {"alpha": 0.2}, {"alpha": 0.5}],
         "chi_square": [{"radius": 0.1}, {"radius": 0.5}, {"radius": 1.0}, {"radius": 2.0}],
         "kl": [{"radius": 0.05}, {"radius": 0.1}, {"radius": 0.5}, {"radius": 1.0}],
-        "wasserstein": [{"eps": 0.01}, {"eps": 0.03}, {"eps": 0.1}, {"eps": 0.3}],
+        "wasserstein": [{"radius": 0.01}, {"radius": 0.03}, {"radius": 0.1}, {"radius": 0.3}],
         "group_dro": [{"l2": 1e-5}, {"l2": 1e-4}, {"l2": 1e-3}, {"l2": 1e-2}],
         "iw_erm": [{"power": 0.25}, {"power": 0.5}, {"power": 0.75}, {"power": 1.0}],
         "source_mix": [{"real": 0.1}, {"real": 0.25}, {"real": 0.5}, {"real": 0.75}],
@@ -97,7 +97,9 @@ def _objective(kind: str, params, batch, hyper, num_groups: int):
     if kind == "wasserstein":  # exact W1 (l2 features, labels fixed) for the binary logistic margin
         theta = params["w"][:, 1] - params["w"][:, 0]
         b = params["b"][1] - params["b"][0]
-        return rl.wasserstein.linear_classification(theta, batch["x"], batch["y"], hyper["eps"], intercept=b, weights=w)
+        return rl.wasserstein.linear_classification(
+            theta, batch["x"], batch["y"], hyper["radius"], intercept=b, weights=w
+        )
     return rl.erm(losses, weights=w)
 
 

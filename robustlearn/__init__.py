@@ -9,6 +9,8 @@ reduction needs neither flax nor scikit-learn.
 
 import importlib as _importlib
 
+from robustlearn._src.cache import enable_compilation_cache
+from robustlearn._src.cache import enable_from_environment as _enable_cache_from_environment
 from robustlearn._src.reductions.api import (
     chi_square,
     chi_square_penalty,
@@ -31,13 +33,23 @@ from robustlearn._src.reductions.registry import REDUCTIONS, Hyper, Reduction
 
 __version__ = "0.2.0"
 
-_NAMESPACES = ("benchmark", "estimators", "importance", "objectives", "train", "wasserstein")
+_NAMESPACES = (
+    "benchmark",
+    "calibrate",
+    "contamination",
+    "estimators",
+    "importance",
+    "objectives",
+    "train",
+    "wasserstein",
+)
 
 __all__ = [
     *_NAMESPACES,
     "REDUCTIONS",
     "Hyper",
     "Reduction",
+    "enable_compilation_cache",
     "chi_square",
     "chi_square_penalty",
     "chi_square_penalty_weights",
@@ -55,6 +67,8 @@ __all__ = [
     "tv",
     "tv_weights",
 ]
+
+_enable_cache_from_environment()
 
 
 def __getattr__(name: str):

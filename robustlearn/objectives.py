@@ -16,6 +16,7 @@ from robustlearn._src.objectives.base import (
     kl_penalty,
     tv,
 )
+from robustlearn._src.objectives.contamination import contamination_corrected
 from robustlearn._src.objectives.group_dro import GroupDROState, group_dro, worst_group
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ReductionState",
     "chi_square",
     "chi_square_penalty",
+    "contamination_corrected",
     "cressie_read",
     "cvar",
     "erm",

@@ -79,3 +79,14 @@ def test_missing_extra_names_the_install_command(monkeypatch):
     monkeypatch.setattr(optional.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match=r'pip install "robustlearn\[sklearn\]"'):
         optional.require("sklearn", "scikit-learn", "sklearn")
+
+
+def test_fit_linear_does_not_import_flax():
+    # The full-batch solver (and so the estimators' linear models' first fit) skips flax.
+    probe = (
+        "import robustlearn as rl, numpy as np; "
+        "rl.train.fit_linear(np.eye(3), np.array([0, 1, 0]), rl.objectives.erm(), l2=0.1); "
+        "import sys; print('flax' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

@@ -157,7 +157,7 @@ def test_kliep_solution_satisfies_the_kkt_conditions():
 def test_kmm_solves_its_quadratic_program():
     rng = np.random.default_rng(4)
     real, syn = rng.normal(0.5, 1, (40, 2)), rng.normal(0, 1, (30, 2))
-    est = imp.KMM(sigmas=(1.0,), folds=2, bound=5.0, iterations=20000).fit(real, syn)
+    est = imp.KMM(sigmas=(1.0,), folds=2, bound=5.0, iterations=20000, tol=1e-10).fit(real, syn)
     beta, sigma = est.beta_, est.sigma_
     k = np.exp(-((syn[:, None] - syn[None]) ** 2).sum(-1) / (2 * sigma**2))
     kappa = 30 / 40 * np.exp(-((syn[:, None] - real[None]) ** 2).sum(-1) / (2 * sigma**2)).sum(1)
@@ -178,6 +178,190 @@ def test_rulsif_estimates_the_bounded_relative_ratio():
     relative = r / (0.1 * r + 0.9)
     assert np.max(w) <= 1 / 0.1 * 1.2
     assert np.median(np.abs(w - relative)) < 0.15
+
+
+# --------------------------------------------------------------------------- density ratios: bad input, folds, scale
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: imp.KLIEP(max_iter=0), r"`max_iter` must be an int in \[1, inf\)"),
+        (lambda: imp.KLIEP(max_iter=2.5), r"`max_iter` must be an int in \[1, inf\)"),
+        (lambda: imp.KLIEP(tol=-1.0), r"`tol` must be a finite number in \(0, inf\)"),
+        (lambda: imp.KLIEP(tol=0.0), r"`tol` must be a finite number in \(0, inf\)"),
+        (lambda: imp.KLIEP(tol=np.nan), r"`tol` must be a finite number in \(0, inf\)"),
+        (lambda: imp.KMM(iterations=-5), r"`iterations` must be an int in \[1, inf\)"),
+        (lambda: imp.KMM(iterations=0), r"`iterations` must be an int in \[1, inf\)"),
+        (lambda: imp.KMM(tol=-1.0), r"`tol` must be a finite number in \(0, inf\)"),
+        (lambda: imp.KMM(bound=np.inf), r"`bound` must be a finite number in \(0, inf\)"),
+        (lambda: imp.KMM(bound=0.0), r"`bound` must be a finite number in \(0, inf\)"),
+        (lambda: imp.KMM(epsilon=-1.0), r"`epsilon` must be a finite number in \[0, inf\)"),
+        (lambda: imp.KMM(epsilon=np.nan), r"`epsilon` must be a finite number in \[0, inf\)"),
+        (lambda: imp.KMM(approximation="nystroem"), "`approximation` must be 'auto', 'exact' or 'subset'"),
+        (lambda: imp.KMM(subset_size=1), r"`subset_size` must be an int in \[2, inf\)"),
+        (lambda: imp.ULSIF(num_centers=0), r"`num_centers` must be an int in \[1, inf\)"),
+        (lambda: imp.ULSIF(num_centers=2.0), r"`num_centers` must be an int in \[1, inf\)"),
+        (lambda: imp.ULSIF(folds=1), "`folds` must be an int >= 2"),
+        (lambda: imp.ULSIF(seed=-1), r"`seed` must be an int in \[0, inf\)"),
+        (lambda: imp.ULSIF(lambdas=(0.1, -1.0)), r"`lambdas` must be positive finite numbers"),
+        (lambda: imp.RuLSIF(alpha=1.0), r"`alpha` must be in \[0, 1\)"),
+        (lambda: imp.median_distance(np.ones((3, 2)), max_points=1), r"`max_points` must be an int in \[2, inf\)"),
+    ],
+)
+def test_bad_density_ratio_hyperparameters_raise(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_numpy_integers_are_accepted_as_counts():
+    est = imp.KLIEP(max_iter=np.int64(50), num_centers=np.int32(5), folds=np.int64(2), seed=np.int64(1))
+    assert (est.max_iter, est.num_centers, est.folds, est.seed) == (50, 5, 2, 1)
+
+
+def _record_row_sets(monkeypatch):
+    """Records the row sets each kernel evaluation sees (rows as tuples of the transformed data)."""
+    from robustlearn._src.weighting import density_ratio
+
+    calls = []
+    original = density_ratio._sq_dist
+
+    def spy(a, b):
+        calls.append({tuple(r) for r in a})
+        return original(a, b)
+
+    monkeypatch.setattr(density_ratio, "_sq_dist", spy)
+    return calls
+
+
+def test_cross_validation_never_scores_held_out_rows_that_were_trained_on(monkeypatch):
+    """Fewer synthetic rows than folds: as many folds as the smaller sample allows, each
+    synthetic row held out exactly once and never in its fold's training rows."""
+    rng = np.random.default_rng(11)
+    real, syn = rng.normal(0.5, 1, (20, 2)), rng.normal(0, 1, (3, 2))
+    calls = _record_row_sets(monkeypatch)
+    with pytest.warns(imp.DensityRatioWarning, match="3 cross-validation folds instead of 5"):
+        est = imp.ULSIF(folds=5, sigmas=(0.5, 1.0), lambdas=(0.1,)).fit(real, syn)
+    assert est.folds_ == 3
+    folds = [calls[4 * i : 4 * i + 4] for i in range(3)]  # per fold: train real, train syn, held real, held syn
+    held_syn = [f[3] for f in folds]
+    for train_r, train_s, held_r, held_s in folds:
+        assert not (train_s & held_s) and not (train_r & held_r)
+        assert len(train_s | held_s) == 3 and len(train_r | held_r) == 20
+    assert set.union(*held_syn) == folds[0][1] | folds[0][3] and sum(len(h) for h in held_syn) == 3
+
+
+@pytest.mark.parametrize("make", [imp.ULSIF, imp.KLIEP, imp.KMM, imp.RuLSIF])
+def test_one_row_samples_raise_clearly_or_fit_without_cross_validation(make):
+    rng = np.random.default_rng(12)
+    real, syn = rng.normal(0.5, 1, (10, 2)), rng.normal(0, 1, (10, 2))
+    for r, s in ((real[:1], syn), (real, syn[:1])):
+        with pytest.raises(ValueError, match="needs at least 2 rows in each: `real` has"):
+            make().fit(r, s)
+        single = {"sigmas": (1.0,)} | ({"lambdas": (0.1,)} if make in (imp.ULSIF, imp.RuLSIF) else {})
+        est = make(**single).fit(r, s)
+        assert est.folds_ == 0 and est.cv_scores_ == {} and est.sigma_ == 1.0
+        w = est.weights(syn)
+        assert w.shape == (10,) and np.all(np.isfinite(w)) and np.all(w >= 0)
+
+
+@pytest.mark.parametrize("make", [lambda: imp.ULSIF(folds=2), lambda: imp.KLIEP(folds=2), lambda: imp.KMM(folds=2)])
+@pytest.mark.parametrize("scale,shift", [(1e150, 0.0), (1e-150, 0.0), (3.0, 1e6), (2.0**-40, -3e-7), (1e306, 1e307)])
+def test_estimators_are_invariant_to_feature_scale_and_offset(make, scale, shift):
+    """Kernels depend on distances and the default bandwidths on the median distance: an affine
+    change of units must not change the weights (the reference is the same fit on unit-scale data)."""
+    rng = np.random.default_rng(13)
+    real, syn, probe = rng.normal(0.5, 1, (40, 2)), rng.normal(0, 1, (50, 2)), rng.normal(0, 1, (7, 2))
+    ref = make().fit(real, syn)
+    est = make().fit(real * scale + shift, syn * scale + shift)
+    assert est.sigma_ == pytest.approx(ref.sigma_ * scale, rel=1e-6)
+    np.testing.assert_allclose(est.weights(probe * scale + shift), ref.weights(probe), rtol=1e-5, atol=1e-9)
+
+
+def test_median_distance_matches_pdist_at_every_scale():
+    from scipy.spatial.distance import pdist
+
+    x = np.random.default_rng(14).normal(size=(30, 3))
+    for scale in (1e-200, 1.0, 1e200):
+        assert imp.median_distance(x * scale + 7 * scale) == pytest.approx(np.median(pdist(x)) * scale, rel=1e-12)
+
+
+def test_kliep_likelihood_matches_scipy():
+    """The Newton solver reaches the constrained maximum likelihood found by SLSQP on the original problem."""
+    rng = np.random.default_rng(15)
+    real, syn = rng.normal(0.5, 1, (60, 2)), rng.normal(0, 1, (80, 2))
+    est = imp.KLIEP(sigmas=(0.8,), num_centers=8, tol=1e-9).fit(real, syn)
+    centers, theta, sigma = est.state_
+
+    def phi(x):
+        return np.exp(-((x[:, None, :] - centers[None]) ** 2).sum(-1) / (2 * sigma**2))
+
+    pr, ps = phi(real), phi(syn)
+    res = optimize.minimize(
+        lambda b: -np.mean(np.log(pr @ b)), np.full(8, 1.0 / np.mean(ps.sum(1))), bounds=[(0, None)] * 8,
+        constraints=[{"type": "eq", "fun": lambda b: np.mean(ps @ b) - 1}], method="SLSQP", options={"ftol": 1e-14},
+    )  # fmt: skip
+    assert res.success
+    assert np.mean(ps @ theta) == pytest.approx(1.0, rel=1e-9)
+    assert np.mean(np.log(pr @ theta)) >= -res.fun - 1e-9
+    assert np.mean(np.log(pr @ theta)) <= -res.fun + 1e-6  # SLSQP is the feasible, slightly looser side
+    assert est.kkt_gap_ <= 1e-9 and est.n_iter_ < 200
+
+
+def test_kliep_warns_when_stopped_by_max_iter():
+    rng = np.random.default_rng(16)
+    with pytest.warns(imp.DensityRatioWarning, match="KLIEP stopped after max_iter=1 Newton steps"):
+        est = imp.KLIEP(sigmas=(1.0,), max_iter=1).fit(rng.normal(0.5, 1, (30, 2)), rng.normal(0, 1, (30, 2)))
+    assert est.kkt_gap_ > est.tol
+
+
+def test_kmm_subset_solves_the_quadratic_program_on_its_support():
+    """approximation='subset': the QP over the drawn synthetic rows, matched to the kernel mean of all real rows."""
+    rng = np.random.default_rng(17)
+    real, syn = rng.normal(0.5, 1, (60, 2)), rng.normal(0, 1, (100, 2))
+    est = imp.KMM(sigmas=(1.0,), bound=5.0, approximation="subset", subset_size=30, iterations=20000, tol=1e-10)
+    est.fit(real, syn)
+    assert est.approximation_ == "subset" and len(np.unique(est.support_)) == 30
+    pts = syn[est.support_]
+    k = np.exp(-((pts[:, None] - pts[None]) ** 2).sum(-1) / 2)
+    kappa = 30 / 60 * np.exp(-((pts[:, None] - real[None]) ** 2).sum(-1) / 2).sum(1)
+    eps = (np.sqrt(30) - 1) / np.sqrt(30)
+
+    def qp(b):
+        return 0.5 * b @ k @ b - kappa @ b
+
+    cons = [{"type": "ineq", "fun": lambda b: 30 * eps - abs(b.sum() - 30)}]
+    ref = optimize.minimize(qp, np.ones(30), bounds=[(0, 5)] * 30, constraints=cons, method="SLSQP", tol=1e-12)
+    assert qp(est.beta_) <= ref.fun + 1e-5 * abs(ref.fun)
+    # weights(x) smooths beta over the support only.
+    kx = np.exp(-((syn[:5, None] - pts[None]) ** 2).sum(-1) / 2)
+    np.testing.assert_allclose(est.weights(syn[:5]), kx @ est.beta_ / kx.sum(1), rtol=1e-9)
+    auto_small = imp.KMM(sigmas=(1.0,), subset_size=200).fit(real, syn)
+    assert auto_small.approximation_ == "exact" and len(auto_small.support_) == 100
+    assert imp.KMM(sigmas=(1.0,), subset_size=50).fit(real, syn).approximation_ == "subset"
+
+
+def test_kmm_subset_still_ranks_like_the_true_ratio():
+    real, syn, ratio = _gaussian_pair(np.random.default_rng(0))
+    est = imp.KMM(folds=3, subset_size=150).fit(real, syn)  # 150 of the 600 synthetic rows carry the QP
+    assert est.approximation_ == "subset"
+    assert stats.spearmanr(est.weights(syn), ratio(syn)).statistic >= 0.9
+
+
+def test_large_kernel_allocations_warn_first():
+    rng = np.random.default_rng(18)
+    real, syn = rng.normal(0.5, 1, (30, 2)), rng.normal(0, 1, (40, 2))
+    est = imp.KMM(sigmas=(1.0,), approximation="exact")
+    est.memory_limit = 6 * 40 * 40 * 8 - 1  # about six (40, 40) float64 matrices live at once on the exact path
+    with pytest.warns(imp.KernelMemoryWarning, match=r"shape \(40, 40\)"):
+        est.fit(real, syn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", imp.KernelMemoryWarning)
+        imp.KMM(sigmas=(1.0,), approximation="exact").fit(real, syn)  # the default limit: 1 GiB
+    ulsif = imp.ULSIF(sigmas=(1.0,), lambdas=(0.1,))
+    ulsif.memory_limit = 1000
+    with pytest.warns(imp.KernelMemoryWarning, match="distances to the kernel centers"):
+        ulsif.fit(real, syn)
 
 
 # --------------------------------------------------------------------------- weights and diagnostics
@@ -441,13 +625,49 @@ def test_bad_weights_raise(fn, w, match):
         fn(np.asarray(w))
 
 
+@pytest.mark.parametrize("scale", [1e-300, 1e-200, 1.0, 1e200, 1e300])
+def test_ess_transform_and_diagnostics_are_exact_at_every_scale(scale):
+    base = np.array([1.0, 3.0, 0.5, 0.0, 2.0])
+    expected_ess = base.sum() ** 2 / np.sum(base**2)  # on well-scaled weights: an independent reference
+    assert imp.effective_sample_size(scale * base) == pytest.approx(expected_ess, rel=1e-14)
+    np.testing.assert_allclose(imp.transform_weights(scale * base), base / base.mean(), rtol=1e-14)
+    d = imp.weight_diagnostics(scale * base)
+    assert d.ess == pytest.approx(expected_ess, rel=1e-14)
+    assert d.max_weight == pytest.approx(base.max() / base.mean(), rel=1e-14)
+    # source 0 gets mass 1/4 on 1 example, source 1 gets 3/4 on 2 examples; mean 1 over 3 examples.
+    np.testing.assert_allclose(imp.source_weights([0, 1, 1], scale * np.array([1.0, 3.0])), [0.75, 1.125, 1.125])
+
+
+@pytest.mark.parametrize(
+    "w,expected",
+    [([1e308, 1e308], [1.0, 1.0]), ([1e-320, 1e-320], [1.0, 1.0]), ([1e308, 0.0], [2.0, 0.0])],
+)
+def test_transform_weights_near_the_float64_limits(w, expected):
+    np.testing.assert_allclose(imp.transform_weights(w), expected, rtol=1e-14)
+
+
+def test_low_ess_warns_whatever_the_scale():
+    w = np.r_[1e200, np.full(99, 1e-200)]  # ESS 1 of 100
+    with pytest.warns(imp.ImportanceWeightWarning, match="effective sample size 1.0 of 100"):
+        d = imp.weight_diagnostics(w)
+    assert d.ess == pytest.approx(1.0)
+
+
 def test_bad_transform_arguments_raise():
     with pytest.raises(ValueError, match=r"`power` must be in \[0, 1\]"):
         imp.transform_weights([1.0], power=2.0)
     with pytest.raises(ValueError, match=r"`clip_quantile` must be in \(0, 1\]"):
         imp.transform_weights([1.0], clip_quantile=0.0)
-    with pytest.raises(ValueError, match=r"`clip` must be in \(0, inf\)"):
+    with pytest.raises(ValueError, match=r"`clip` must be in \(0, inf\]"):
         imp.transform_weights([1.0], clip=-1.0)
+    with pytest.raises(ValueError, match=r"`power` must be in \[0, 1\]"):
+        imp.transform_weights([1.0], power=np.nan)
+    with pytest.raises(TypeError, match="`power` must be a real number"):
+        imp.transform_weights([1.0], power="1")
+    with pytest.raises(TypeError, match="`normalize` must be a bool"):
+        imp.transform_weights([1.0], normalize="yes")
+    with pytest.raises(ValueError, match=r"`warn_below` must be in \[0, 1\]"):
+        imp.weight_diagnostics([1.0], warn_below=np.nan)
 
 
 def test_group_ids_out_of_range_or_missing_raise():
@@ -482,3 +702,92 @@ def test_nan_weights_in_training_data_raise():
         imp.source_weights(np.array([0, 0]), [0.5, 0.5])
     with pytest.raises(ValueError, match=r"`source` ids must be in \[0, 1\]"):
         imp.source_weights(np.array([0, 2]), [0.5, 0.5])
+
+
+# --------------------------------------------------------------------------- mixtures: grids and projections
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize("r", [1, 2, 4])
+def test_simplex_grid_equals_brute_force_enumeration(k, r):
+    import itertools
+
+    brute = sorted(c for c in itertools.product(range(r + 1), repeat=k) if sum(c) == r)
+    np.testing.assert_array_equal(imp.simplex_grid(k, r), np.asarray(brute, float) / r)
+
+
+def test_simplex_grid_generates_large_grids_directly():
+    from math import comb
+
+    grid = imp.simplex_grid(16, 4)  # (4 + 1)^16 = 1.5e11 tuples would take hours to enumerate
+    assert grid.shape == (comb(19, 15), 16)
+    np.testing.assert_allclose(grid.sum(1), 1.0)
+    assert len({tuple(row) for row in grid}) == len(grid) and np.all(np.round(grid * 4) == grid * 4)
+    assert imp.simplex_grid(np.int64(3), np.int32(2)).shape == (6, 3)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(2.5, 3), (3, 2.0), (0, 3), (3, 0), (-1, 2), (True, 2), ("3", 2), (3, None)],
+)
+def test_simplex_grid_bad_arguments_raise(args):
+    with pytest.raises(ValueError, match=r"must be a positive int, in \[1, inf\)"):
+        imp.simplex_grid(*args)
+
+
+def test_simplex_grid_refuses_astronomical_grids():
+    with pytest.raises(ValueError, match="would have .* rows"):
+        imp.simplex_grid(30, 40)
+
+
+def test_select_mixture_rejects_bad_candidates_and_callables():
+    source = np.array([0, 0, 1, 1])
+    fit, score = (lambda w: w), (lambda r: float(r[0]))
+    for bad in ([[np.nan, 1.0]], [[-0.5, 1.5]], np.zeros((0, 2))):
+        with pytest.raises(ValueError, match="`candidates` must"):
+            imp.select_mixture(source, fit, score, candidates=np.asarray(bad))
+    with pytest.raises(TypeError, match="`fit` and `score` must be callables"):
+        imp.select_mixture(source, None, score)
+    with pytest.raises(ValueError, match="`resolution` must be a positive int"):
+        imp.select_mixture(source, fit, score, resolution=2.5)
+
+
+def _simplex_projection_reference(beta):
+    """argmin ||a - beta||^2 over the simplex, by scipy's SLSQP (independent of the sorting formula)."""
+    k = len(beta)
+    res = optimize.minimize(
+        lambda a: np.sum((a - beta) ** 2), np.full(k, 1 / k), jac=lambda a: 2 * (a - beta), bounds=[(0, None)] * k,
+        constraints=[{"type": "eq", "fun": lambda a: a.sum() - 1}], method="SLSQP", options={"ftol": 1e-15},
+    )  # fmt: skip
+    return res.x
+
+
+@given(st.lists(st.floats(-3, 3), min_size=1, max_size=6))
+def test_clip_mixture_is_the_euclidean_projection(beta):
+    beta = np.asarray(beta)
+    got = imp.clip_mixture(beta)
+    assert np.all(got >= 0) and got.sum() == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(got, _simplex_projection_reference(beta), atol=1e-6)
+
+
+def test_clip_mixture_huge_entries_use_shift_invariance():
+    np.testing.assert_allclose(imp.clip_mixture([1e308, 1e308]), [0.5, 0.5])
+    np.testing.assert_allclose(imp.clip_mixture([1e308, -1e308, 1e308]), [0.5, 0.0, 0.5], atol=1e-12)
+    # Shifted by 1e10, [0, -0.5] projects to [0.75, 0.25]; -1e308 is far below and gets nothing.
+    np.testing.assert_allclose(imp.clip_mixture([1e10, 1e10 - 0.5, -1e308]), [0.75, 0.25, 0.0], atol=1e-12)
+    np.testing.assert_allclose(imp.clip_mixture(1e300 + np.array([0.0, 0.0, 0.0])), [1 / 3] * 3)
+
+
+@pytest.mark.parametrize(
+    "beta,error,match",
+    [
+        ([np.nan, 1.0], ValueError, "`beta` must be finite"),
+        ([np.inf, 1.0], ValueError, "`beta` must be finite"),
+        ([], ValueError, "non-empty vector"),
+        ([[0.5, 0.5]], ValueError, "non-empty vector"),
+        (["a", "b"], TypeError, "real numbers"),
+    ],
+)
+def test_clip_mixture_bad_inputs_raise(beta, error, match):
+    with pytest.raises(error, match=match):
+        imp.clip_mixture(beta)

@@ -6,10 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from jax import test_util as jtu
 from scipy import optimize
 
-from robustlearn import wasserstein
+from robustlearn import objectives, wasserstein
 
 LOSSES = {"logistic": lambda z: np.logaddexp(0, -z), "hinge": lambda z: np.maximum(1 - z, 0)}
 DUAL = {
@@ -132,19 +135,21 @@ def test_gradient_matches_finite_differences():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"eps": -0.1}, r"`eps` must be in \[0, inf\)"),
+        ({"radius": -0.1}, r"`radius` must be in \[0, inf\)"),
         ({"kappa": -1.0}, r"`kappa` must be in \[0, inf\]"),
         ({"norm": "l3"}, "`norm` must be one of"),
         ({"norm": 0.5}, "`norm` must be one of"),
+        ({"norm": np.nan}, "`norm` must be one of"),
         ({"loss": "squared"}, "`loss` must be one of"),
+        ({"intercept": np.zeros(5)}, "`intercept` must be a scalar"),
     ],
 )
 def test_bad_arguments(kwargs, match):
     theta, x, y, _ = _instance(0)
-    args = {"eps": 0.1} | kwargs
-    eps = args.pop("eps")
+    args = {"radius": 0.1} | kwargs
+    radius = args.pop("radius")
     with pytest.raises(ValueError, match=match):
-        wasserstein.linear_classification(theta, x, y, eps, **args)
+        wasserstein.linear_classification(theta, x, y, radius, **args)
 
 
 @pytest.mark.parametrize("loss", ["hinge", "logistic"])
@@ -172,7 +177,7 @@ def test_objective_trains_through_the_trainer_and_matches_the_function():
     objective = wasserstein.linear_classification_objective(0.1, kappa=1.0)
     params = {"w": jnp.zeros(2), "b": jnp.zeros(())}
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-    value, _ = objective.loss(None, params, batch, (), None)
+    value, _ = objective.loss(None, params, batch, objective.init(None), None)
     assert float(value) == pytest.approx(float(wasserstein.linear_classification(params["w"], x, y, 0.1, kappa=1.0)))
 
     def apply(p, x):
@@ -242,5 +247,158 @@ def test_regression_bad_arguments():
         wasserstein.linear_regression(theta, x, y.astype(float), 0.1, loss="squared")
     with pytest.raises(ValueError, match=r"`delta` must be in \(0, inf\)"):
         wasserstein.linear_regression(theta, x, y.astype(float), 0.1, loss="huber", delta=0.0)
-    with pytest.raises(ValueError, match=r"`eps` must be in \[0, inf\)"):
+    with pytest.raises(ValueError, match=r"`radius` must be in \[0, inf\)"):
         wasserstein.linear_regression(theta, x, y.astype(float), -1.0)
+
+
+# --------------------------------------------------------------------------- labels, norms, names, state
+
+
+@pytest.mark.parametrize(
+    "y",
+    [[2, 1, -1, 1, -1], [0.5, 1, 0, 0, 1], [np.nan, 1, 0, 0, 1], [-1, 0, 1, 1, 0], [3, 3, 3, 3, 3]],
+    ids=["two", "half", "nan", "mixed_-1_0", "three"],
+)
+def test_labels_outside_the_two_label_sets_raise_or_give_nan_when_traced(y):
+    theta, x, _, _ = _instance(10)
+    y = np.asarray(y)
+    with pytest.raises(ValueError, match=r"`y` must hold labels in \{-1, \+1\} or in \{0, 1\}"):
+        wasserstein.linear_classification(theta, x, y, 0.1)
+    traced = jax.jit(lambda y: wasserstein.linear_classification(theta, x, y, 0.1, kappa=1.0))(jnp.asarray(y))
+    assert np.isnan(traced)
+
+
+def test_zero_one_and_boolean_labels_are_the_signed_labels():
+    theta, x, y, p = _instance(11)
+    signed = float(wasserstein.linear_classification(theta, x, y, 0.2, kappa=0.7, weights=p))
+    for labels in ((y + 1) // 2, y > 0, ((y + 1) // 2).astype(float)):
+        assert float(wasserstein.linear_classification(theta, x, labels, 0.2, kappa=0.7, weights=p)) == signed
+    # Independent of the solver: labels fixed is ERM + radius * ||theta||_2 on the signed margins.
+    expected = np.sum(p * LOSSES["logistic"](y * (x @ theta))) + 0.2 * np.linalg.norm(theta)
+    assert float(wasserstein.linear_classification(theta, x, y > 0, 0.2, weights=p)) == pytest.approx(expected)
+
+
+def _lse_norm(theta, q):
+    """||theta||_q = exp(logsumexp(q log|theta|) / q), in float64 from logs: no overflow or underflow."""
+    from scipy.special import logsumexp
+
+    a = np.abs(np.asarray(theta, np.float64))
+    return float(np.exp(logsumexp(q * np.log(a[a > 0])) / q)) if np.any(a > 0) else 0.0
+
+
+@pytest.mark.parametrize("norm", [np.int64(2), np.float64(3.0), np.float32(1.5), 2, 1.0, np.inf])
+def test_dual_norm_accepts_numpy_and_python_numbers(norm):
+    theta = np.array([0.5, -2.0, 1.5])
+    p = float(norm)
+    expected = np.abs(theta).max() if p == 1 else np.abs(theta).sum() if p == np.inf else _lse_norm(theta, p / (p - 1))
+    assert float(wasserstein.dual_norm(jnp.asarray(theta), norm)) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("norm,error", [(True, TypeError), (jnp.asarray(2.0), TypeError), (0.99, ValueError)])
+def test_dual_norm_rejects_non_numbers_and_orders_below_one(norm, error):
+    with pytest.raises(error, match="`norm` must be one of"):
+        wasserstein.dual_norm(jnp.ones(2), norm)
+
+
+@pytest.mark.parametrize(
+    "theta,p",
+    [
+        ([3e-30, 4e-30], 2.0),
+        ([3e30, -4e30], 2.0),
+        ([3.0, 4.0], 1 + 1e-7),
+        ([3.0, 4.0, 4.0], 1 + 1e-3),
+        ([1e-20, 2.0], 1e6),
+    ],
+)
+def test_dual_norm_float32_neither_overflows_nor_underflows(theta, p):
+    with jax.enable_x64(False):
+        got = wasserstein.dual_norm(jnp.asarray(theta, jnp.float32), p)
+        assert got.dtype == jnp.float32
+    assert float(got) == pytest.approx(_lse_norm(theta, p / (p - 1)), rel=2e-6)
+
+
+@given(
+    base=hnp.arrays(np.float64, 4, elements=st.floats(-10, 10)),
+    log_scale=st.floats(-250, 250),
+    p=st.floats(1.001, 60.0),
+)
+def test_dual_norm_is_exact_at_every_scale(base, log_scale, p):
+    theta = base * 10.0**log_scale
+    got = float(wasserstein.dual_norm(jnp.asarray(theta), p))
+    assert got == pytest.approx(_lse_norm(theta, p / (p - 1)), rel=1e-12, abs=0.0)
+
+
+@pytest.mark.parametrize("norm", [1.5, "l2", 4.0])
+def test_dual_norm_gradient_matches_finite_differences(norm):
+    theta = jnp.array([0.3, -1.2, 0.7])
+    jtu.check_grads(lambda t: wasserstein.dual_norm(t, norm), (theta,), order=1, modes=["rev"], eps=1e-6)
+
+
+def _deprecated(fn, *args, old, **kwargs):
+    with pytest.warns(DeprecationWarning, match=f"`{old}` is deprecated"):
+        return fn(*args, **kwargs)
+
+
+def test_eps_is_a_deprecated_alias_of_radius():
+    theta, x, y, p = _instance(12)
+    new = float(wasserstein.linear_classification(theta, x, y, radius=0.3, kappa=1.0, weights=p))
+    old = _deprecated(wasserstein.linear_classification, theta, x, y, old="eps", eps=0.3, kappa=1.0, weights=p)
+    assert float(old) == new
+    yr = x @ theta
+    new = float(wasserstein.linear_regression(theta, x, yr + 1, radius=0.3))
+    assert float(_deprecated(wasserstein.linear_regression, theta, x, yr + 1, old="eps", eps=0.3)) == new
+    obj = _deprecated(wasserstein.linear_classification_objective, old="eps", eps=0.3, kappa=1.0)
+    assert obj.hyperparams["radius"] == 0.3 and "eps" not in obj.hyperparams
+    with pytest.raises(TypeError, match="got both `radius` and its deprecated name `eps`"):
+        wasserstein.linear_classification(theta, x, y, radius=0.3, eps=0.3)
+
+
+def test_objective_reads_radius_and_kappa_from_its_state():
+    """Two objectives differing only in radius/kappa trace to the same program (a grid compiles
+    once), and the value follows the state it is given."""
+    theta, x, y, p = _instance(13, n=8)
+    params = {"w": jnp.asarray(theta), "b": jnp.asarray(0.2)}
+    batch = {"x": jnp.asarray(x), "y": jnp.asarray(y), "weight": jnp.asarray(p)}
+    a = wasserstein.linear_classification_objective(0.1, kappa=1.0)
+    b = wasserstein.linear_classification_objective(0.5, kappa=np.inf)
+
+    def program(obj):
+        return str(jax.make_jaxpr(lambda s: obj.loss(None, params, batch, s, None)[0])(obj.init(None)))
+
+    assert program(a) == program(b)
+    value, _ = a.loss(None, params, batch, b.init(None), None)
+    expected = np.sum(p * LOSSES["logistic"](y * (x @ theta + 0.2))) + 0.5 * np.linalg.norm(theta)
+    assert float(value) == pytest.approx(expected, rel=1e-12)
+    bad = objectives.ReductionState({"radius": jnp.asarray(-1.0), "kappa": jnp.asarray(1.0)})
+    assert np.isnan(jax.jit(lambda s: a.loss(None, params, batch, s, None)[0])(bad))
+
+
+def test_objective_checks_training_labels_before_compiling():
+    import optax
+
+    import robustlearn as rl
+
+    objective = wasserstein.linear_classification_objective(0.1)
+    with pytest.raises(ValueError, match="`y` must hold labels"):
+        objective.check({"x": np.zeros((3, 2)), "y": np.array([0, 1, 2])})
+    trainer = rl.train.Trainer(
+        lambda p, x: x @ p["w"] + p["b"], lambda s, y: s, objective, optax.sgd(0.1),
+        params={"w": jnp.zeros(2), "b": jnp.zeros(())}, verbose=False,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="`y` must hold labels"):
+        trainer.fit({"x": np.zeros((4, 2)), "y": np.array([0, 1, 0.5, 1])}, epochs=1)
+
+
+def test_weights_near_the_float32_limits_are_the_uniform_problem():
+    theta, x, y, _ = _instance(14)
+    with jax.enable_x64(False):
+        args = (jnp.asarray(theta, jnp.float32), jnp.asarray(x, jnp.float32), y, 0.2)
+        uniform = wasserstein.linear_classification(*args, kappa=0.5)
+        for w in (np.full(5, 3e38, np.float32), np.full(5, 1e-50)):
+            assert float(wasserstein.linear_classification(*args, kappa=0.5, weights=w)) == pytest.approx(
+                float(uniform), rel=1e-6
+            )
+        traced = jax.jit(lambda w: wasserstein.linear_classification(*args, kappa=0.5, weights=w))
+        assert float(traced(jnp.full(5, 3e38, jnp.float32))) == pytest.approx(float(uniform), rel=1e-6)
+    lp = primal_lp(theta, x, y, np.full(5, 0.2), 0.2, 0.5, "l2", "logistic")
+    assert float(uniform) >= lp - 1e-5 and float(uniform) - lp <= 1e-5 + 1e-3 * 0.2 * np.linalg.norm(theta)

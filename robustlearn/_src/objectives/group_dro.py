@@ -291,6 +291,15 @@ def worst_group(num_groups: int, *, key: str = "group") -> Objective:
     (``Trainer(batch_size=None)``), where it is the exact minimax objective. For
     minibatches use :func:`group_dro`.
 
+    Not smooth (``smooth=False``): ``fit_linear`` minimizes its ``smoothed`` form
+
+    .. math::
+
+        V_\tau(\theta) = \tau \log \sum_{g:\ m_g > 0} e^{\hat R_g(\theta)/\tau},
+        \qquad 0 \le V_\tau - \max_{g:\ m_g > 0} \hat R_g \le \tau \log G,
+
+    (no auxiliary variables) for a decreasing :math:`\tau`.
+
     Args:
         num_groups: number of groups ``G``.
         key: batch key holding the group ids.
@@ -323,6 +332,23 @@ def worst_group(num_groups: int, *, key: str = "group") -> Objective:
         metrics = {"objective": value, "mean_loss": _reductions.erm(losses, where=mask), "worst_group_loss": value}
         return value, (state, metrics)
 
+    def no_aux(dtype):  # no auxiliary variables: the empty pytree
+        del dtype
+        return ()
+
+    def smoothed(loss_fn, params, batch, state, aux, tau):
+        # tau * log-sum-exp of the present groups' means: within tau * log(G) above the max.
+        del state, aux
+        _, means, mass, bad = _batch_groups(loss_fn, params, batch, key, num_groups, check)
+        present = mass > 0
+        any_present = jnp.any(present)
+        scaled = jnp.where(present, means / tau, -jnp.inf)
+        scaled = jnp.where(any_present, scaled, 0.0)  # keeps the gradient finite when all are masked
+        value = jnp.where(any_present, tau * jax.nn.logsumexp(scaled), 0)
+        return jnp.where(bad, jnp.nan, value)
+
     name = f"worst_group(num_groups={num_groups}, key={key!r})"
     config = {"num_groups": num_groups, "key": key}
-    return Objective(init, loss, name, config, smooth=False, check=check, requires=(key,))
+    return Objective(
+        init, loss, name, config, smooth=False, check=check, requires=(key,), smoothed=smoothed, aux_init=no_aux
+    )

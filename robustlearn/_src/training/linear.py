@@ -1,22 +1,35 @@
-r"""Full-batch solver for robust objectives of convex linear models.
+r"""Full-batch solver for any Objective on a linear model.
 
 .. math::
 
-    \min_{w, b}\ R\big(\ell(w, b; z_1), \dots, \ell(w, b; z_n)\big) + \tfrac{\mu}{2}\|w\|_2^2
+    \min_{w, b}\ V(w, b) + \tfrac{\mu}{2}\|w\|_2^2, \qquad
+    V(w, b) = \texttt{objective.loss}\big(\ell, \{w, b\}, \text{batch}, s_0, k\big)[0],
 
-with :math:`R` a robust reduction (convex and non-decreasing in each loss) and
-:math:`\ell` a convex loss of the linear score, so the problem is convex. Smooth
-reductions (the registry's ``smooth`` flag) are minimized directly by L-BFGS (Armijo
-backtracking). Non-smooth ones (CVaR, TV) are solved in the registry's smoothed joint
-form, e.g. for CVaR :math:`\min_{w,b,\eta} \eta + \frac1\alpha \sum_i p_i
-(\ell_i - \eta)_+` with :math:`(u)_+` replaced by :math:`\tau\,
-\mathrm{softplus}(u/\tau)`, :math:`\tau` decreasing by 10× per stage with warm starts
-(the smoothing error is at most :math:`\tau \log 2/\alpha`).
+with :math:`\ell_i(w, b)` the per-example loss of the linear score :math:`x_i^\top w + b`,
+``batch`` the whole training set (``"x"``, ``"y"``, ``"weight"``, extra columns),
+:math:`s_0` the objective's initial state and :math:`k` a fixed PRNG key. For a robust
+reduction :math:`R` (convex and non-decreasing in each loss) and a convex loss, the
+problem is convex.
+
+Smooth objectives (``objective.smooth``) are minimized directly by L-BFGS (Armijo
+backtracking). Non-smooth ones are minimized through their ``objective.smoothed`` form
+:math:`V_\tau(w, b, a)` in auxiliary variables :math:`a` (e.g. CVaR's threshold
+:math:`\eta`), which is within :math:`O(\tau)` of :math:`V` once minimized over
+:math:`a`: :math:`\tau` starts at the scale of the losses and decreases 10× per stage
+(warm starts) down to :math:`\sqrt{\text{eps}}/10` of it. The choice is made by the flag,
+never by the identity of the objective.
+
+Internally the parameters are those of standardized features (and targets, for the
+squared loss); the objective and the regularizer are evaluated in the original units, so
+the solution is exactly the one of the stated problem, only better conditioned.
 """
 
 from __future__ import annotations
 
 import functools
+import numbers
+import types
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -26,25 +39,32 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 
+from robustlearn._src import checks as _checks
 from robustlearn._src.objectives.base import Objective
 
 _LOSSES = ("logistic", "softmax", "squared")
+_RESERVED = ("x", "y", "weight", "mask")
 
 
 class LinearSolution(NamedTuple):
     """Result of :func:`fit_linear`.
 
     Attributes:
-        params: ``{"w": (d,) or (d, C), "b": () or (C,)}``.
-        value: the exact regularized robust objective at ``params``.
+        params: ``{"w": (d,) or (d, C), "b": () or (C,)}`` in the units of the data.
+        value: the exact regularized objective at ``params``.
         iterations: L-BFGS iterations used (all stages).
-        grad_norm: norm of the gradient at the end of the last stage.
+        grad_norm: norm of the gradient of the last stage's objective (in standardized
+            coordinates, divided by the scale of the losses) at the end.
+        converged: False when the last stage stopped at ``max_iter``.
+        metrics: the objective's metrics at ``params`` (e.g. ``worst_group_loss``).
     """
 
     params: dict
     value: jax.Array
     iterations: jax.Array
     grad_norm: jax.Array
+    converged: jax.Array
+    metrics: dict
 
 
 def linear_losses(params, x, y, loss: str):
@@ -61,18 +81,21 @@ def linear_losses(params, x, y, loss: str):
 def _lbfgs(fun, x0, max_iter: int, rtol, memory: int = 10, max_backtracks: int = 30):
     """L-BFGS with a backtracking Armijo line search (quadratic interpolation) from ``x0``.
 
+    ``fun(x) -> (f, aux)``: ``aux`` (any pytree) is carried along with the accepted iterate.
+
     One loop whose body evaluates ``jax.value_and_grad(fun)`` once, at a trial point:
     accepted trials update the iterate and the curvature memory, rejected ones shrink the
     step. Keeping a single copy of the objective in the program keeps compilation short.
     Stops after ``max_iter`` accepted steps, when the gradient norm is at most
     ``rtol * max(1, |f|)``, or when ``max_backtracks`` trials in a row fail to lower ``f``
     by more than its float resolution. Returns
-    ``(x, f(x), iterations, grad_norm)``.
+    ``(x, f(x), aux(x), iterations, grad_norm)``.
     """
     flat0, unravel = ravel_pytree(x0)
     dtype = flat0.dtype
     dim = flat0.shape[0]
-    value_and_grad = jax.value_and_grad(lambda v: fun(unravel(v)))
+    value_and_grad = jax.value_and_grad(lambda v: fun(unravel(v)), has_aux=True)
+    aux_shape = jax.eval_shape(fun, x0)[1]
     c1 = 1e-4
 
     def direction(g, s_mem, y_mem, rho, count):
@@ -100,7 +123,7 @@ def _lbfgs(fun, x0, max_iter: int, rtol, memory: int = 10, max_backtracks: int =
 
     def step(c):
         trial = c["x"] + c["t"] * c["d"]
-        f_t, g_t = value_and_grad(trial)
+        (f_t, aux_t), g_t = value_and_grad(trial)
         first = c["k"] < 0
         slope = c["g"] @ c["d"]
         accept = first | (jnp.isfinite(f_t) & (f_t <= c["f"] + c1 * c["t"] * slope))
@@ -128,6 +151,7 @@ def _lbfgs(fun, x0, max_iter: int, rtol, memory: int = 10, max_backtracks: int =
         return {
             "x": jnp.where(accept, trial, c["x"]),
             "f": jnp.where(accept, f_t, c["f"]),
+            "aux": jax.tree.map(lambda a, b: jnp.where(accept, a, b), aux_t, c["aux"]),
             "g": jnp.where(accept, g_t, c["g"]),
             "d": jnp.where(accept, d_new, c["d"]),
             "t": jnp.where(accept, t_first, t_back),
@@ -149,6 +173,7 @@ def _lbfgs(fun, x0, max_iter: int, rtol, memory: int = 10, max_backtracks: int =
     init = {
         "x": flat0,
         "f": jnp.asarray(jnp.inf, dtype),
+        "aux": jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), aux_shape),
         "g": jnp.zeros((dim,), dtype),
         "d": jnp.zeros((dim,), dtype),
         "t": jnp.zeros((), dtype),
@@ -160,7 +185,202 @@ def _lbfgs(fun, x0, max_iter: int, rtol, memory: int = 10, max_backtracks: int =
         "fails": jnp.zeros((), jnp.int32),
     }
     c = jax.lax.while_loop(cond, step, init)
-    return unravel(c["x"]), c["f"], c["k"], jnp.linalg.norm(c["g"])
+    return unravel(c["x"]), c["f"], c["aux"], c["k"], jnp.linalg.norm(c["g"])
+
+
+# ------------------------------------------------------------------ the compile cache
+
+
+class _Same:
+    """Wraps an object so that it compares (and hashes) by identity."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __eq__(self, other):
+        return isinstance(other, _Same) and other.obj is self.obj
+
+
+def _code_key(value, depth: int = 0):
+    """A hashable key, equal for functions that compute the same thing.
+
+    Two functions get equal keys when they share their code object and globals and their
+    defaults and closure values have equal keys (recursively): e.g. the ``loss`` of
+    ``cvar(0.1)`` and of ``cvar(0.5)``, which read the hyperparameter from the state.
+    NumPy arrays compare by value, JAX arrays and unhashable objects by identity (as
+    ``jax.jit`` treats the closures of a function it caches).
+    """
+    if depth > 12:
+        return _Same(value)
+    deeper = functools.partial(_code_key, depth=depth + 1)
+    if isinstance(value, types.FunctionType):
+        try:
+            cells = tuple(deeper(cell.cell_contents) for cell in value.__closure__ or ())
+        except ValueError:  # an empty cell (a name not assigned yet)
+            return _Same(value)
+        defaults = (deeper(value.__defaults__), deeper(value.__kwdefaults__))
+        return ("function", value.__code__, _Same(value.__globals__), defaults, cells)
+    if isinstance(value, types.MethodType):
+        return ("method", deeper(value.__func__), deeper(value.__self__))
+    if isinstance(value, functools.partial):
+        return ("partial", deeper(value.func), deeper(value.args), deeper(value.keywords))
+    if isinstance(value, tuple | list):
+        return (type(value), tuple(deeper(v) for v in value))
+    if isinstance(value, dict):
+        return (type(value), tuple((deeper(k), deeper(v)) for k, v in value.items()))
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, jax.Array | types.ModuleType):
+        return _Same(value)
+    try:
+        hash(value)
+    except TypeError:
+        return _Same(value)
+    return (type(value), value)
+
+
+class _Structure:
+    """The static part of a compiled call: some of the objective's functions, compared by :func:`_code_key`."""
+
+    __slots__ = ("objective", "key")
+
+    def __init__(self, objective: Objective, fields: tuple[str, ...]):
+        self.objective = objective
+        self.key = tuple((field, _code_key(getattr(objective, field))) for field in fields)
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Structure) and other.key == self.key
+
+
+# ------------------------------------------------------------------------ validation
+
+
+def _check_objective(objective) -> None:
+    if not isinstance(objective, Objective):
+        raise TypeError(
+            "`objective` must be a robustlearn.objectives.Objective (e.g. robustlearn.objectives.cvar(0.1)); "
+            f"got {type(objective).__name__}."
+        )
+    if not objective.smooth and objective.smoothed is None:
+        raise ValueError(
+            f"`objective` {objective.name!r} is not smooth and has no `smoothed` form, so fit_linear cannot solve "
+            "it exactly. Give it `smoothed` and `aux_init` (see Objective), or pass "
+            "`objective._replace(smooth=True)` to run L-BFGS on its (sub)gradient directly."
+        )
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be a positive int; got {value!r}.")
+    if value < 1:
+        raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+    return int(value)
+
+
+def _real_array(name: str, value, ndim: int) -> np.ndarray:
+    """A real, finite host array of rank ``ndim`` (bools and ints allowed)."""
+    if _checks.is_traced(value):
+        raise TypeError(f"fit_linear takes concrete data, not traced values; got a tracer for `{name}`.")
+    arr = np.asarray(value)
+    if np.iscomplexobj(arr):
+        raise TypeError(f"`{name}` must be real; got complex dtype {arr.dtype} (take .real explicitly if intended).")
+    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"`{name}` must hold real numbers; got dtype {arr.dtype}.")
+    if arr.ndim != ndim:
+        raise ValueError(f"`{name}` must have {ndim} dimension(s); got shape {arr.shape}.")
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise ValueError(f"`{name}` must be finite; got {int(bad.sum())} NaN or infinite entries.")
+    return arr
+
+
+def _float_dtype(x: np.ndarray):
+    """The solver's dtype: that of ``x`` as JAX holds it (float64 only with x64 enabled), at least float32."""
+    if np.issubdtype(x.dtype, np.floating):
+        # Half precisions are too coarse for a line search.
+        return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.promote_types(x.dtype, jnp.float32)))
+    return jnp.dtype(jnp.result_type(float))
+
+
+def _targets(y: np.ndarray, loss: str, n: int, num_classes):
+    if y.shape != (n,):
+        raise ValueError(f"`y` must have shape ({n},) (one target per row of `x`); got {y.shape}.")
+    if loss == "logistic":
+        if not np.all((y == 0) | (y == 1)):
+            raise ValueError("`y` must be in {0, 1} for the logistic loss.")
+        return y, None
+    if loss == "softmax":
+        if not np.all(y == np.round(y)) or (y.size and y.min() < 0):
+            raise ValueError("`y` must hold integer class ids >= 0 for the softmax loss.")
+        top = int(y.max()) + 1
+        if num_classes is None:
+            num_classes = max(top, 2)
+        num_classes = _positive_int("num_classes", num_classes)
+        if num_classes < 2 or top > num_classes:
+            raise ValueError(f"`num_classes` must be >= 2 and > the largest class id {top - 1}; got {num_classes}.")
+        return y.astype(np.int32), num_classes
+    return y, None
+
+
+def _weights(weights, n: int) -> np.ndarray:
+    w = _real_array("weights", weights, 1)
+    if w.shape != (n,):
+        raise ValueError(f"`weights` must have shape ({n},) (one weight per row of `x`); got {w.shape}.")
+    w = w.astype(np.float64)
+    if np.any(w < 0):
+        raise ValueError(f"`weights` must be in [0, inf); got {int(np.sum(w < 0))} negative entries.")
+    if not w.sum() > 0:
+        raise ValueError("`weights` must have a positive total; got all zeros.")
+    return w
+
+
+def _columns(columns, n: int) -> dict:
+    if columns is None:
+        return {}
+    if not isinstance(columns, Mapping):
+        raise TypeError(f"`columns` must be a mapping of names to arrays; got {type(columns).__name__}.")
+    out = {}
+    for key, value in columns.items():
+        if not isinstance(key, str):
+            raise TypeError(f"`columns` keys must be strings; got {key!r}.")
+        if key in _RESERVED:
+            raise ValueError(
+                f"`columns` must not contain {key!r}: "
+                + ("pass nominal weights as `weights=`." if key == "weight" else "fit_linear sets it.")
+            )
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"`columns[{key!r}]` must hold booleans or real numbers; got dtype {arr.dtype}.")
+        if arr.ndim == 0 or arr.shape[0] != n:
+            raise ValueError(f"`columns[{key!r}]` must have a leading dimension of {n} (rows of `x`); got {arr.shape}.")
+        out[key] = arr
+    return out
+
+
+def _standardization(x: np.ndarray, y: np.ndarray, p: np.ndarray, loss: str, standardize: bool):
+    """Weighted means and scales of the features (and of the targets for the squared loss)."""
+    d = x.shape[1]
+    x_mean, x_scale, y_mean, y_scale = np.zeros(d), np.ones(d), 0.0, 1.0
+    if standardize:
+        x64 = x.astype(np.float64)
+        x_mean = p @ x64
+        x_var = p @ (x64 - x_mean) ** 2
+        x_scale = np.where(x_var > 0, np.sqrt(x_var), 1.0)
+        if loss == "squared":
+            y64 = y.astype(np.float64)
+            y_mean = float(p @ y64)
+            y_var = float(p @ (y64 - y_mean) ** 2)
+            y_scale = float(np.sqrt(y_var)) if y_var > 0 else 1.0
+    return x_mean, x_scale, y_mean, y_scale
 
 
 def fit_linear(
@@ -171,34 +391,81 @@ def fit_linear(
     loss: str = "logistic",
     l2: float = 0.0,
     weights: ArrayLike | None = None,
+    columns: Mapping[str, ArrayLike] | None = None,
     num_classes: int | None = None,
     max_iter: int = 2000,
     tol: float | None = None,
+    standardize: bool = True,
 ) -> LinearSolution:
-    """Solves the regularized robust objective of a linear model to high accuracy.
+    r"""Minimizes any Objective of a linear model, full batch, to high accuracy.
 
-    The solver is compiled once per reduction, loss, ``max_iter``, shapes and dtypes;
-    later calls with other data, hyperparameters, ``l2``, ``tol`` or ``weights`` of the
-    same shapes reuse the compiled code.
+    .. math::
+
+        \min_{w, b}\ V(w, b) + \tfrac{\mu}{2}\|w\|_2^2
+
+    with :math:`V` the objective's value on the whole training set: ``objective.loss(
+    loss_fn, {"w": w, "b": b}, batch, objective.init(key), key)[0]``, ``loss_fn`` the
+    per-example loss of the score :math:`x^\top w + b` (:func:`linear_losses`), ``batch``
+    = ``{"x", "y"}`` plus ``"weight"`` (when ``weights`` is given) plus ``columns``, and a
+    fixed key. The objective's state is not advanced (objectives whose value depends on
+    their own updates, like online ``group_dro``, are rejected; use ``worst_group``).
+
+    Smooth objectives (``objective.smooth``) are minimized by L-BFGS; non-smooth ones by
+    continuation on ``objective.smoothed``: a decreasing smoothing scale
+    :math:`\tau`, from the mean loss at the start down to :math:`\sqrt{\text{eps}}/10` of
+    it (see :class:`~robustlearn.objectives.Objective`). ``LinearSolution.value`` is
+    always the exact objective at the returned parameters.
+
+    ``l2`` is :math:`\mu` in the units of the data: the penalty is
+    :math:`\tfrac{\mu}{2}\sum_j w_j^2` on the coefficients of the original features (not
+    on the intercept), so ``fit_linear(x, y, erm(), loss="squared", l2=mu)`` is
+    scikit-learn's ``Ridge(alpha=n * mu)``. With ``standardize`` (default), the solver
+    works in the coordinates of standardized features (and targets, for the squared loss)
+    and maps the solution back exactly; this only changes the conditioning, so badly
+    scaled data (features of 1e-3 or 1e4, targets of 1e4) are solved as well as
+    unit-scaled ones.
+
+    The solver is compiled once per objective structure (objectives whose functions share
+    code and non-float configuration, e.g. ``cvar(0.1)`` and ``cvar(0.5)``: their
+    hyperparameters travel as arrays in the state), loss, ``max_iter``, shapes and dtypes;
+    other data, hyperparameters, ``l2``, ``tol`` or ``weights`` of the same shapes reuse
+    the compiled code.
 
     Args:
-        x: features, shape ``(n, d)``.
+        x: features, shape ``(n, d)``, real and finite. The solver runs in the dtype of
+            ``x`` as JAX holds it (float64 arrays become float32 unless x64 is enabled;
+            ints and bools the default float dtype; float16/bfloat16 float32).
         y: targets, shape ``(n,)``: {0, 1} for ``"logistic"``, class ids for
             ``"softmax"``, reals for ``"squared"``.
-        objective: a reduction objective from :mod:`robustlearn.objectives`.
+        objective: any :class:`~robustlearn.objectives.Objective`: every reduction of
+            :data:`robustlearn.REDUCTIONS`, ``worst_group``, ``importance_weighted``,
+            ``wasserstein.linear_classification_objective`` (``loss="logistic"``, labels
+            {0, 1}) or your own.
         loss: ``"logistic"``, ``"softmax"`` or ``"squared"``.
-        l2: ridge strength :math:`\\mu \\ge 0` on ``w`` (not on the intercept).
-        weights: optional nominal weights of the examples, shape ``(n,)``.
-        num_classes: number of classes for ``"softmax"`` (default ``max(y) + 1``).
-        max_iter: L-BFGS iterations per stage.
+        l2: ridge strength :math:`\mu \ge 0` on ``w`` (original units, see above).
+        weights: optional nominal weights of the examples, shape ``(n,)``, finite,
+            non-negative, with a positive total; passed to the objective as ``"weight"``.
+        columns: extra per-example arrays (leading dimension ``n``) the objective reads
+            from the batch, e.g. ``{"group": g}`` for ``worst_group``. Every key of
+            ``objective.requires`` must be present (``"weight"`` via ``weights``).
+        num_classes: number of classes for ``"softmax"`` (default ``max(y) + 1``, at
+            least 2).
+        max_iter: L-BFGS iterations per stage, a positive int.
         tol: stop a stage when the gradient norm is at most ``tol * max(1, |f|)`` (``f``
-            the stage's objective). Default ``sqrt(eps)`` of the dtype of ``x``
-            (1.5e-8 in float64, 3.5e-4 in float32). A stage also stops when an iteration
-            no longer lowers ``f`` (the float resolution of ``f`` is reached).
-
+            the stage's objective divided by the scale of the losses, in standardized
+            coordinates). Default ``sqrt(eps)`` of the dtype of ``x`` (1.5e-8 in float64,
+            3.5e-4 in float32). A stage also stops when an iteration no longer lowers
+            ``f`` (the float resolution of ``f`` is reached).
+        standardize: solve in standardized coordinates (exactly the same problem).
 
     Returns:
         A :class:`LinearSolution`.
+
+    Raises:
+        TypeError: a non-numeric, complex or traced input, a non-integer ``max_iter``.
+        ValueError: NaN/inf in ``x``, ``y`` or ``weights``, negative weights, wrong
+            shapes or lengths, labels out of range, a missing required column, or an
+            objective that advances its state.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -207,94 +474,183 @@ def fit_linear(
         >>> sol = rl.train.fit_linear(x, y, rl.objectives.cvar(0.5), l2=0.1)
         >>> bool(sol.params["w"][0] > 0)
         True
+        >>> g = jnp.array([0, 0, 1, 1])
+        >>> sol = rl.train.fit_linear(x, y, rl.objectives.worst_group(2), l2=0.1, columns={"group": g})
+        >>> sorted(sol.metrics)
+        ['mean_loss', 'objective', 'worst_group_loss']
+
+    References:
+        Nocedal & Wright, *Numerical Optimization*, 2nd ed., Springer 2006 (L-BFGS, ch. 7;
+        backtracking line search, ch. 3). Nesterov, *Smooth minimization of non-smooth
+        functions*, Math. Programming 103, 2005 (smoothing). Rockafellar & Uryasev,
+        *Optimization of conditional value-at-risk*, J. Risk 2, 2000 (CVaR's joint form).
     """
-    if not isinstance(objective, Objective) or objective.reduction is None:
-        raise TypeError("`objective` must be a reduction objective from robustlearn.objectives (e.g. cvar(0.1)).")
+    _check_objective(objective)
     if loss not in _LOSSES:
         raise ValueError(f"`loss` must be one of {_LOSSES}; got {loss!r}.")
-    if not l2 >= 0:
-        raise ValueError(f"`l2` must be in [0, inf); got {l2!r}.")
-    if tol is not None and not tol >= 0:
-        raise ValueError(f"`tol` must be in [0, inf) or None; got {tol!r}.")
-    if int(max_iter) < 1:
-        raise ValueError(f"`max_iter` must be >= 1; got {max_iter!r}.")
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.float32)
-    y = jnp.asarray(y)
-    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"`x` must be (n, d) and `y` (n,) with n >= 1; got {x.shape} and {y.shape}.")
-    if loss == "logistic" and not bool(jnp.all((y == 0) | (y == 1))):
-        raise ValueError("`y` must be in {0, 1} for the logistic loss.")
+    l2 = float(_checks.scalar("l2", l2, low=0.0)[0])
+    if tol is not None:
+        tol = float(_checks.scalar("tol", tol, low=0.0)[0])
+    max_iter = _positive_int("max_iter", max_iter)
+    if not isinstance(standardize, bool):
+        raise TypeError(f"`standardize` must be a bool; got {standardize!r}.")
+    x = _real_array("x", x, 2)
+    n, d = x.shape
+    if n == 0 or d == 0:
+        raise ValueError(f"`x` must have at least one row and one column; got shape {x.shape}.")
+    dtype = _float_dtype(x)
+    y, num_classes = _targets(_real_array("y", y, 1), loss, n, num_classes)
+    w = None if weights is None else _weights(weights, n)
+    extra = _columns(columns, n)
+    host_batch = {"x": x, "y": y, **({} if w is None else {"weight": w}), **extra}
+    missing = [key for key in objective.requires if key not in host_batch]
+    if missing:
+        hints = ["`weights=`" if k == "weight" else f"`columns={{{k!r}: ...}}`" for k in missing]
+        raise ValueError(
+            f"objective {objective.name!r} requires the batch column(s) {missing}; pass {' and '.join(hints)}."
+        )
+    if objective.check is not None:
+        objective.check(host_batch)
+
+    p = np.full(n, 1.0 / n) if w is None else w / w.sum()
+    x_mean, x_scale, y_mean, y_scale = _standardization(x, y, p, loss, standardize)
+    w_scale = y_scale / x_scale
     if loss == "softmax":
-        num_classes = int(jnp.max(y)) + 1 if num_classes is None else num_classes
-        if int(jnp.min(y)) < 0 or int(jnp.max(y)) >= num_classes:
-            raise ValueError(f"`y` must hold class ids in [0, {num_classes - 1}].")
-        w0 = {"w": jnp.zeros((x.shape[1], num_classes), x.dtype), "b": jnp.zeros((num_classes,), x.dtype)}
+        z0 = {"w": jnp.zeros((d, num_classes), dtype), "b": jnp.zeros((num_classes,), dtype)}
+        w_scale = w_scale[:, None]
     else:
-        w0 = {"w": jnp.zeros((x.shape[1],), x.dtype), "b": jnp.zeros((), x.dtype)}
-    y = y.astype(x.dtype) if loss != "softmax" else y
-    if weights is not None:
-        weights = jnp.asarray(weights, x.dtype)
-    reduction = objective.reduction
-    hyper = {k: jnp.asarray(v, x.dtype) for k, v in objective.hyperparams.items()}
-    finfo = np.finfo(np.dtype(x.dtype))
-    rtol = float(np.sqrt(finfo.eps)) if tol is None else float(tol)
-    # Non-smooth reductions: smoothing scales 1, 0.1, ... down to 10x below the square root
-    # of the resolution.
-    stages = 0 if reduction.smooth else int(np.ceil(1 - np.log10(finfo.eps) / 2))
-    return _solve(
-        x,
-        y,
-        weights,
-        w0,
-        hyper,
-        jnp.asarray(l2, x.dtype),
-        jnp.asarray(rtol, x.dtype),
-        reduction=reduction,
+        z0 = {"w": jnp.zeros((d,), dtype), "b": jnp.zeros((), dtype)}
+    stats = {
+        "x_mean": jnp.asarray(x_mean, dtype),
+        "w_scale": jnp.asarray(w_scale, dtype),
+        "y_mean": jnp.asarray(y_mean, dtype),
+        "y_scale": jnp.asarray(y_scale, dtype),
+        "p": jnp.asarray(p, dtype),
+    }
+    batch = {k: jnp.asarray(v) for k, v in host_batch.items()}
+    batch["x"] = batch["x"].astype(dtype)
+    batch["y"] = batch["y"] if loss == "softmax" else batch["y"].astype(dtype)
+    if "weight" in batch:
+        batch["weight"] = batch["weight"].astype(dtype)
+
+    key = jax.random.PRNGKey(0)
+    state = objective.init(key)
+    aux0 = ()
+    if not objective.smooth and objective.aux_init is not None:
+        aux0 = jax.tree.map(lambda a: jnp.asarray(a, dtype), objective.aux_init(dtype))
+    finfo = np.finfo(np.dtype(dtype))
+    rtol = float(np.sqrt(finfo.eps)) if tol is None else tol
+    # Non-smooth objectives: smoothing scales 1, 0.1, ... (times the loss scale) down to
+    # 10x below the square root of the resolution.
+    stages = 0 if objective.smooth else int(np.ceil(1 - np.log10(finfo.eps) / 2))
+    # The solve depends on the function it minimizes only. Smooth objectives: the value,
+    # metrics and state come with the last iterate; others: evaluated exactly at the end.
+    minimized = "loss" if objective.smooth else "smoothed"
+    params, iterations, grad_norm, converged, evaluated = _solve(
+        batch,
+        stats,
+        state,
+        key,
+        {"params": z0, "aux": aux0},
+        jnp.asarray(l2, dtype),
+        jnp.asarray(rtol, dtype),
+        structure=_Structure(objective, (minimized,)),
         loss=loss,
-        max_iter=int(max_iter),
+        max_iter=max_iter,
         stages=stages,
     )
+    if evaluated is None:
+        evaluated = _evaluate(
+            batch, params, state, key, jnp.asarray(l2, dtype), structure=_Structure(objective, ("loss",)), loss=loss
+        )
+    value, metrics, state_changed = evaluated
+    if bool(state_changed):
+        raise ValueError(
+            f"objective {objective.name!r} advances its state in `loss` (an online objective, such as group_dro), "
+            "so its value is not a fixed function of the parameters; fit_linear needs one (e.g. worst_group)."
+        )
+    return LinearSolution(params, value, iterations, grad_norm, converged, metrics)
 
 
-def _regularizer(params, l2):
+def _state_changed(old, new) -> jax.Array:
+    if jax.tree.structure(old) != jax.tree.structure(new):
+        return jnp.asarray(True)
+    leaves = [
+        jnp.any(jnp.asarray(a) != jnp.asarray(b)) if jnp.shape(a) == jnp.shape(b) else jnp.asarray(True)
+        for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new), strict=True)
+    ]
+    return jnp.any(jnp.stack(leaves)) if leaves else jnp.asarray(False)
+
+
+def _loss_fn(loss: str):
+    def loss_fn(params, batch):
+        return linear_losses(params, batch["x"], batch["y"], loss)
+
+    return loss_fn
+
+
+def _penalty(params, l2):
     return 0.5 * l2 * jnp.sum(params["w"] ** 2)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction", "loss", "max_iter", "stages"))
-def _solve(x, y, weights, params0, hyper, l2, rtol, *, reduction, loss, max_iter, stages):
-    """The compiled solver: one compilation per (reduction, loss, max_iter, shapes, dtypes).
+@functools.partial(jax.jit, static_argnames=("structure", "loss"))
+def _evaluate(batch, params, state, key, l2, *, structure, loss):
+    """The exact regularized value, the metrics, and whether ``loss`` changed the state."""
+    value, (new_state, metrics) = structure.objective.loss(_loss_fn(loss), params, batch, state, key)
+    value = jnp.asarray(value).astype(batch["x"].dtype) + _penalty(params, l2)
+    return value, metrics, _state_changed(state, new_state)
 
-    ``hyper``, ``l2``, ``rtol`` and ``weights`` are traced, so new hyperparameters or data
-    of the same shape reuse the compiled code. ``stages`` is the number of smoothing
-    stages (0 for smooth reductions).
+
+@functools.partial(jax.jit, static_argnames=("structure", "loss", "max_iter", "stages"))
+def _solve(batch, stats, state, key, z0, l2, rtol, *, structure, loss, max_iter, stages):
+    """The compiled solver: one compilation per (minimized function's structure, loss, max_iter, shapes, dtypes).
+
+    The data, the objective's state (its hyperparameters), ``l2`` and ``rtol`` are traced,
+    so new hyperparameters or data of the same shape reuse the compiled code. ``stages``
+    is the number of smoothing stages (0 for smooth objectives). The optimization
+    variable ``z`` holds standardized coordinates; ``params(z)`` are the original ones.
+    Returns ``(params, iterations, grad_norm, converged, evaluated)``; ``evaluated`` is
+    ``(value, metrics, state_changed)`` at ``params`` for smooth objectives, else None.
     """
+    objective = structure.objective
+    dtype = batch["x"].dtype
+    loss_fn = _loss_fn(loss)
 
-    def exact(params):
-        return reduction.value(linear_losses(params, x, y, loss), **hyper, weights=weights) + _regularizer(params, l2)
+    def params_of(z):
+        w = z["w"] * stats["w_scale"]
+        return {"w": w, "b": stats["y_mean"] + stats["y_scale"] * z["b"] - stats["x_mean"] @ w}
 
-    if reduction.smooth:
-        params, value, iters, gnorm = _lbfgs(exact, params0, max_iter, rtol)
-        return LinearSolution(params, value, iters, gnorm)
+    # The scale of the losses at the start: objectives (and smoothing scales) are divided
+    # by it, so tolerances are relative whatever the units of the losses.
+    start = jnp.sum(stats["p"] * jnp.abs(loss_fn(params_of(z0["params"]), batch)))
+    scale = jnp.where(jnp.isfinite(start) & (start > jnp.finfo(dtype).tiny), start, 1.0).astype(dtype)
 
-    n = x.shape[0]
-    p = jnp.full((n,), 1.0 / n, x.dtype) if weights is None else weights / jnp.sum(weights)
-    values = tuple(hyper[name] for name in reduction.hyper_names)
+    if objective.smooth:
+
+        def exact(z):
+            params = params_of(z)
+            value, (new_state, metrics) = objective.loss(loss_fn, params, batch, state, key)
+            value = jnp.asarray(value).astype(dtype) + _penalty(params, l2)
+            return value / scale, (value, metrics, _state_changed(state, new_state))
+
+        z, _, evaluated, iters, gnorm = _lbfgs(exact, z0["params"], max_iter, rtol)
+        return params_of(z), iters, gnorm, iters < max_iter, evaluated
+
+    z0 = {"params": z0["params"], "aux": jax.tree.map(lambda a: a / scale, z0["aux"])}
 
     def stage(i, carry):
-        z, total, _ = carry
-        # From a smoothing scale of the order of the losses (1) down by 10x per stage.
-        tau = jnp.asarray(10.0, x.dtype) ** -i.astype(x.dtype)
+        z, total, _, _ = carry
+        tau = scale * jnp.asarray(10.0, dtype) ** -i.astype(dtype)
 
         def smooth(z):
-            losses = linear_losses(z["params"], x, y, loss)
-            return reduction.smoothed(losses, p, z["aux"], tau, *values) + _regularizer(z["params"], l2)
+            params = params_of(z["params"])
+            aux = jax.tree.map(lambda a: a * scale, z["aux"])
+            value = objective.smoothed(loss_fn, params, batch, state, aux, tau)
+            return (jnp.asarray(value).astype(dtype) + _penalty(params, l2)) / scale, ()
 
-        z, _, iters, gnorm = _lbfgs(smooth, z, max_iter, rtol)
-        return z, total + iters, gnorm
+        z, _, _, iters, gnorm = _lbfgs(smooth, z, max_iter, rtol)
+        return z, total + iters, gnorm, iters < max_iter
 
-    z0 = {"params": params0, "aux": reduction.aux_init(x.dtype)}
-    init = (z0, jnp.zeros((), jnp.int32), jnp.zeros((), x.dtype))
-    z, total, gnorm = jax.lax.fori_loop(0, stages, stage, init)
-    return LinearSolution(z["params"], exact(z["params"]), total, gnorm)
+    init = (z0, jnp.zeros((), jnp.int32), jnp.zeros((), dtype), jnp.asarray(True))
+    z, iters, gnorm, converged = jax.lax.fori_loop(0, stages, stage, init)
+    return params_of(z["params"]), iters, gnorm, converged, None

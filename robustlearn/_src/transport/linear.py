@@ -4,7 +4,7 @@ For a margin loss :math:`L(z)`, :math:`z = y\langle\theta, x\rangle` with labels
 :math:`y \in \{-1, +1\}`, convex with asymptotic slope 1 (logistic :math:`\log(1+e^{-z})`,
 hinge :math:`(1-z)_+`), and the transport cost
 :math:`c((x,y),(x',y')) = \|x - x'\| + \kappa\,\mathbb{1}[y \ne y']`, the worst-case
-expected loss over the Wasserstein-1 ball of radius :math:`\varepsilon` around
+expected loss over the Wasserstein-1 ball of radius :math:`\varepsilon` (``radius``) around
 :math:`\hat P = \sum_i p_i \delta_{(x_i, y_i)}` is (Shafieezadeh-Abadeh, Kuhn & Mohajerin
 Esfahani 2019, Theorem 14; Gao & Kleywegt 2016)
 
@@ -25,13 +25,17 @@ by CVaR's sort-free threshold search. With
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from robustlearn._src import checks as _checks
-from robustlearn._src.objectives.base import Objective
+from robustlearn._src.objectives.base import Objective, ReductionState
 from robustlearn._src.reductions import api as _reductions
+from robustlearn._src.transport._common import hyper_array, nominal_distribution, renamed
 
 _MARGIN_LOSSES = {
     "logistic": lambda z: jax.nn.softplus(-z),
@@ -41,41 +45,86 @@ _NORMS = {"l1": 1.0, "l2": 2.0, "linf": float("inf")}
 
 
 def _norm_order(norm) -> float:
-    """'l1' | 'l2' | 'linf' | a number p >= 1 -> the order p of the feature norm."""
+    """'l1' | 'l2' | 'linf' | a real number p >= 1 (numpy scalars too) -> the order p of the feature norm."""
+    allowed = f"`norm` must be one of {sorted(_NORMS)} or a real number p in [1, inf]"
     if isinstance(norm, str):
         if norm not in _NORMS:
-            raise ValueError(f"`norm` must be one of {sorted(_NORMS)} or a number p >= 1; got {norm!r}.")
+            raise ValueError(f"{allowed}; got {norm!r}.")
         return _NORMS[norm]
-    if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not norm >= 1:
-        raise ValueError(f"`norm` must be one of {sorted(_NORMS)} or a number p >= 1; got {norm!r}.")
+    if isinstance(norm, bool | np.bool_) or not isinstance(norm, numbers.Real):
+        raise TypeError(f"{allowed}; got {norm!r}.")
+    if not float(norm) >= 1:  # NaN fails too
+        raise ValueError(f"{allowed}; got {norm!r}.")
     return float(norm)
 
 
-def dual_norm(theta: jax.Array, norm: str | float) -> jax.Array:
-    """The dual norm of ``theta`` for the feature norm ``norm``: ``||theta||_q``, 1/p + 1/q = 1.
+def dual_norm(theta: ArrayLike, norm: str | float) -> jax.Array:
+    r"""The dual norm of ``theta`` for the feature norm ``norm``.
 
-    ``norm`` is ``"l1"``, ``"l2"``, ``"linf"`` or a number ``p >= 1``. The gradient at
-    ``theta = 0`` is 0 (a subgradient).
+    .. math::
+
+        \|\theta\|_* = \|\theta\|_q = m \Big(\sum_j (|\theta_j| / m)^q\Big)^{1/q},
+        \qquad \tfrac1p + \tfrac1q = 1,\ m = \max_j |\theta_j|,
+
+    computed in the scaled form on the right, so that it neither overflows nor underflows
+    for any finite ``theta`` and any ``p`` (as ``p -> 1``, ``q -> inf`` and the value
+    tends to ``m``). The gradient at ``theta = 0`` is 0 (a subgradient).
+
+    Args:
+        theta: weights, shape ``(d,)``.
+        norm: the feature norm: ``"l1"``, ``"l2"``, ``"linf"`` or a real number
+            ``p >= 1`` (Python or numpy scalar).
+
+    Returns:
+        Scalar :math:`\|\theta\|_*`.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> float(dual_norm(jnp.array([3.0, -4.0]), "l2")), float(dual_norm(jnp.array([3.0, -4.0]), "l1"))
+        (5.0, 4.0)
     """
     p = _norm_order(norm)
+    a = jnp.abs(jnp.asarray(theta))
     if p == 1.0:
-        return jnp.max(jnp.abs(theta))
+        return jnp.max(a)
     if p == float("inf"):
-        return jnp.sum(jnp.abs(theta))
+        return jnp.sum(a)
     q = p / (p - 1.0)
-    # |theta|^q summed, then the q-th root, with a zero subgradient at theta = 0
-    # (the gradient of a root is NaN there).
-    total = jnp.sum(jnp.abs(theta) ** q)
-    return jnp.where(total > 0, jnp.where(total > 0, total, 1.0) ** (1.0 / q), 0.0)
+    # The norm is homogeneous, so m is held constant for differentiation: the gradient
+    # is still exactly that of ||theta||_q. At theta = 0 (m = 0) the safe branches keep
+    # the (unused) root's gradient finite and the value's gradient is 0.
+    m = jax.lax.stop_gradient(jnp.max(a))
+    live = m > 0
+    total = jnp.sum((a / jnp.where(live, m, 1)) ** q)  # in [1, d] when live
+    return jnp.where(live, m * jnp.where(live, total, 1) ** (1.0 / q), 0)
 
 
-def _check(eps, kappa, norm, loss):
+def _check(radius, kappa, norm, loss):
     _norm_order(norm)
     if loss not in _MARGIN_LOSSES:
         raise ValueError(f"`loss` must be one of {sorted(_MARGIN_LOSSES)}; got {loss!r}.")
-    eps, eps_ok = _checks.scalar("eps", eps, low=0.0)
+    radius, radius_ok = _checks.scalar("radius", radius, low=0.0)
     kappa, kappa_ok = _checks.scalar("kappa", kappa, low=0.0, high=float("inf"), high_open=False)
-    return eps, kappa, eps_ok & kappa_ok
+    return radius, kappa, radius_ok & kappa_ok
+
+
+def _signs(y) -> tuple[jax.Array, jax.Array]:
+    """Labels in {-1, +1} or {0, 1} as signs +-1, and a validity flag.
+
+    Concrete labels outside both sets (2, 0.5, NaN, or a mix of -1 and 0) raise; traced
+    ones set the flag to False (the caller returns NaN).
+    """
+    if not _checks.is_traced(y):
+        arr = np.asarray(y)
+        if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise TypeError(f"`y` must hold labels in {{-1, +1}} or {{0, 1}}; got dtype {arr.dtype}.")
+        values = np.unique(arr.astype(np.float64))
+        if not (np.all(np.isin(values, (-1.0, 1.0))) or np.all(np.isin(values, (0.0, 1.0)))):
+            shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if values.size > 6 else "")
+            raise ValueError(f"`y` must hold labels in {{-1, +1}} or in {{0, 1}}; got the values {{{shown}}}.")
+    y = jnp.asarray(y)
+    ok = jnp.all((y == -1) | (y == 1)) | jnp.all((y == 0) | (y == 1))
+    return jnp.where(y > 0, 1, -1), ok
 
 
 def _linear_inputs(theta, x, y, weights, *, y_is_real: bool):
@@ -89,18 +138,19 @@ def _linear_inputs(theta, x, y, weights, *, y_is_real: bool):
         p, ok = jnp.full(y.shape, 1.0 / y.shape[0], dtype), jnp.asarray(True)
     else:
         w, ok = _checks.weights(weights, y.shape)
-        if not _checks.is_traced(w) and not float(jnp.sum(w)) > 0:
+        if not _checks.is_traced(weights) and not np.max(np.asarray(weights, np.float64), initial=0.0) > 0:
             raise ValueError("`weights` must have a positive total; got all zeros.")
-        ok = ok & (jnp.sum(w) > 0)
-        p = w.astype(dtype) / jnp.sum(w)
+        p, live = nominal_distribution(weights, w, dtype)
+        ok = ok & live
     return theta.astype(dtype), x.astype(dtype), y, p, ok, dtype
 
 
+@renamed(eps="radius")
 def linear_classification(
     theta: ArrayLike,
     x: ArrayLike,
     y: ArrayLike,
-    eps: float,
+    radius: float,
     *,
     kappa: float = float("inf"),
     norm: str = "l2",
@@ -121,8 +171,10 @@ def linear_classification(
     Args:
         theta: weights, shape ``(d,)``.
         x: features, shape ``(n, d)``.
-        y: labels in {-1, +1} (or {0, 1}, mapped to {-1, +1}), shape ``(n,)``.
-        eps: radius :math:`\varepsilon \ge 0` of the Wasserstein-1 ball.
+        y: labels, all in {-1, +1} or all in {0, 1} (0 is mapped to -1), shape ``(n,)``.
+            Other values raise ``ValueError``; traced labels outside both sets give NaN.
+        radius: radius :math:`\varepsilon \ge 0` of the Wasserstein-1 ball (the keyword
+            ``eps`` is a deprecated alias).
         kappa: cost of flipping a label, in ``[0, inf]``; ``inf`` keeps labels fixed.
         norm: feature norm of the transport cost: ``"l1"``, ``"l2"``, ``"linf"`` or a
             number ``p >= 1``.
@@ -139,7 +191,7 @@ def linear_classification(
         >>> theta = jnp.array([3.0, 4.0]); x = jnp.array([[1.0, 0.0], [0.0, 1.0]]); y = jnp.array([1, -1])
         >>> erm = float(jnp.mean(jnp.maximum(1 - y * (x @ theta), 0)))
         >>> robust = float(wasserstein.linear_classification(theta, x, y, 0.1, loss="hinge"))
-        >>> round(robust - erm, 6)  # eps * ||theta||_2 with labels fixed
+        >>> round(robust - erm, 6)  # radius * ||theta||_2 with labels fixed
         0.5
 
     References:
@@ -147,15 +199,22 @@ def linear_classification(
         transportation*, JMLR 2019. Gao & Kleywegt, *Distributionally robust stochastic
         optimization with Wasserstein distance*, 2016.
     """
-    eps, kappa, ok = _check(eps, kappa, norm, loss)
+    radius, kappa, ok = _check(radius, kappa, norm, loss)
     theta, x, y, p, w_ok, dtype = _linear_inputs(theta, x, y, weights, y_is_real=False)
-    sign = jnp.where(y > 0, 1.0, -1.0).astype(dtype)
-    margin = sign * (x @ theta + jnp.asarray(intercept, dtype))
-    value = _solve(_MARGIN_LOSSES[loss], margin, p, dual_norm(theta, norm), eps.astype(dtype), kappa.astype(dtype))
-    return jnp.where(ok & w_ok, value, jnp.nan)
+    sign, y_ok = _signs(y)
+    margin = sign.astype(dtype) * (x @ theta + _intercept(intercept, dtype))
+    value = _solve(_MARGIN_LOSSES[loss], margin, p, dual_norm(theta, norm), radius.astype(dtype), kappa.astype(dtype))
+    return jnp.where(ok & w_ok & y_ok, value, jnp.nan)
 
 
-def _solve(loss_fn, margin, p, lam0, eps, kappa):
+def _intercept(intercept, dtype) -> jax.Array:
+    b = jnp.asarray(intercept)
+    if b.shape != ():
+        raise ValueError(f"`intercept` must be a scalar; got shape {b.shape}.")
+    return b.astype(dtype)
+
+
+def _solve(loss_fn, margin, p, lam0, radius, kappa):
     r"""The dual in closed form, written so that autodiff returns a valid subgradient.
 
     With :math:`a = \varepsilon/\kappa` and :math:`b_i = (L(-z_i) - L(z_i))/\kappa`,
@@ -163,7 +222,7 @@ def _solve(loss_fn, margin, p, lam0, eps, kappa):
     - \lambda\kappa) = E_p L(z) + \kappa\, G` with :math:`G = \min_{\lambda \ge \lambda_0}
     \lambda a + E_p(b - \lambda)_+`. Unconstrained, :math:`G = a\,\mathrm{CVaR}_a(b)`
     (for :math:`a < 1`, minimizer :math:`\mathrm{VaR}_a(b)`); otherwise
-    :math:`\lambda = \lambda_0`. Using :func:`robustlearn.cvar` keeps the tie-sharing
+    :math:`\lambda = \lambda_0` (:math:`\varepsilon` = ``radius``). Using :func:`robustlearn.cvar` keeps the tie-sharing
     Danskin gradient, e.g. at :math:`\theta = 0` where every margin is 0.
     """
     keep = loss_fn(margin)
@@ -171,7 +230,7 @@ def _solve(loss_fn, margin, p, lam0, eps, kappa):
     base = jnp.sum(p * keep)
     finite = jnp.isfinite(kappa) & (kappa > 0)
     safe_kappa = jnp.where(finite, kappa, 1.0)
-    a = jnp.where(finite, eps / safe_kappa, 1.0)
+    a = jnp.where(finite, radius / safe_kappa, 1.0)
     b = jnp.where(finite, (flip - keep) / safe_kappa, 0.0)
     constrained = lam0 * a + jnp.sum(p * jnp.maximum(b - lam0, 0))
     alpha = jnp.clip(a, jnp.finfo(a.dtype).tiny, 1.0)
@@ -179,16 +238,17 @@ def _solve(loss_fn, margin, p, lam0, eps, kappa):
     var = jax.lax.stop_gradient(jnp.min(jnp.where(q > 0, b, jnp.inf)))
     unconstrained = a * _reductions.cvar(b, alpha, weights=p)
     g = jnp.where((a < 1) & (var >= lam0), unconstrained, constrained)
-    flip_free = lam0 * eps + jnp.sum(p * jnp.maximum(keep, flip))  # kappa = 0
-    labels_fixed = base + lam0 * eps  # kappa = inf
+    flip_free = lam0 * radius + jnp.sum(p * jnp.maximum(keep, flip))  # kappa = 0
+    labels_fixed = base + lam0 * radius  # kappa = inf
     return jnp.where(finite, base + safe_kappa * g, jnp.where(kappa == 0, flip_free, labels_fixed))
 
 
+@renamed(eps="radius")
 def linear_regression(
     theta: ArrayLike,
     x: ArrayLike,
     y: ArrayLike,
-    eps: float,
+    radius: float,
     *,
     norm: str | float = "l2",
     loss: str = "absolute",
@@ -213,7 +273,8 @@ def linear_regression(
         theta: weights, shape ``(d,)``.
         x: features, shape ``(n, d)``.
         y: targets, shape ``(n,)``.
-        eps: radius :math:`\varepsilon \ge 0`.
+        radius: radius :math:`\varepsilon \ge 0` (the keyword ``eps`` is a deprecated
+            alias).
         norm: feature norm: ``"l1"``, ``"l2"``, ``"linf"`` or a number ``p >= 1``.
         loss: ``"absolute"`` or ``"huber"``.
         delta: Huber threshold, ``> 0``.
@@ -237,53 +298,181 @@ def linear_regression(
     _norm_order(norm)
     if loss not in ("absolute", "huber"):
         raise ValueError(f"`loss` must be one of ['absolute', 'huber']; got {loss!r}.")
-    eps, ok = _checks.scalar("eps", eps, low=0.0)
+    radius, ok = _checks.scalar("radius", radius, low=0.0)
     delta, delta_ok = _checks.scalar("delta", delta, low=0.0, low_open=True)
     theta, x, y, p, w_ok, dtype = _linear_inputs(theta, x, y, weights, y_is_real=True)
     ok = ok & w_ok
-    residual = y.astype(dtype) - x @ theta - jnp.asarray(intercept, dtype)
+    residual = y.astype(dtype) - x @ theta - _intercept(intercept, dtype)
     delta = delta.astype(dtype)
     if loss == "absolute":
         per_example, lip = jnp.abs(residual), 1.0
     else:
         a = jnp.abs(residual)
         per_example, lip = jnp.where(a <= delta, 0.5 * a**2, delta * (a - 0.5 * delta)), delta
-    value = jnp.sum(p * per_example) + eps.astype(dtype) * lip * dual_norm(theta, norm)
+    value = jnp.sum(p * per_example) + radius.astype(dtype) * lip * dual_norm(theta, norm)
     return jnp.where(ok & delta_ok, value, jnp.nan)
 
 
+@renamed(eps="radius")
 def linear_classification_objective(
-    eps: float, *, kappa: float = float("inf"), norm: str = "l2", loss: str = "logistic"
+    radius: float, *, kappa: float = float("inf"), norm: str | float = "l2", loss: str = "logistic"
 ) -> Objective:
     r""":func:`linear_classification` as an Objective for a binary linear model.
 
-    The parameters must be ``{"w": (d,), "b": ()}`` (score ``x @ w + b``), the batch must
-    hold ``"x"`` and ``"y"`` (labels in {0, 1} or {-1, +1}); ``"mask"`` and ``"weight"``
-    set the nominal weights. The objective uses the parameters directly, not ``loss_fn``.
+    .. math::
+
+        \text{value}(w, b) = \sup_{W(Q,\hat P)\le\varepsilon} E_Q\big[L(y(\langle w, x\rangle + b))\big]
+
+    over the batch (exact, see :func:`linear_classification`). The parameters must be
+    ``{"w": (d,), "b": ()}`` (score ``x @ w + b``), the batch must hold ``"x"`` and ``"y"``
+    (labels all in {0, 1} or all in {-1, +1}; ``check`` rejects other training labels
+    before compiling); ``"mask"`` and ``"weight"`` set the nominal weights. The objective
+    uses the parameters directly, not ``loss_fn``. ``radius`` and ``kappa`` live in the
+    state as arrays (:class:`~robustlearn.objectives.ReductionState`), so a grid over them
+    compiles once; ``norm`` and ``loss`` are structural.
+
+    Not smooth (the dual norm, the max over keeping or flipping a label, the hinge):
+    ``fit_linear`` minimizes its ``smoothed`` form with a decreasing :math:`\tau`,
+
+    .. math::
+
+        V_\tau(\theta) = \min_{\lambda \ge N_\tau(\theta)}\ \lambda\varepsilon
+            + \sum_i p_i\, \tau \log\big(e^{L_\tau(z_i)/\tau}
+            + e^{(L_\tau(-z_i) - \lambda\kappa)/\tau}\big),
+
+    with :math:`L_\tau(z) = \tau\,\mathrm{softplus}((1 - z)/\tau)` for the hinge (the
+    logistic loss is already smooth) and :math:`N_\tau` a smoothed dual norm:
+    :math:`\|\sqrt{\theta^2 + \tau^2}\|_q` for :math:`1 < q < \infty`,
+    :math:`\sum_j \sqrt{\theta_j^2 + \tau^2}` for ``"linf"`` and
+    :math:`\tau\log\sum_j (e^{\theta_j/\tau} + e^{-\theta_j/\tau})` for ``"l1"``. The
+    inner problem in :math:`\lambda` is strictly convex and is solved exactly (bisection
+    on its derivative, clipped at :math:`N_\tau`), so there are no auxiliary variables.
+    Each smoothing only raises the value, and
+
+    .. math::
+
+        0 \le V_\tau(\theta) - V(\theta) \le \tau\big(\log 2\,[\kappa < \infty]
+            + \log 2\,[\text{hinge}] + \varepsilon\, c_d\big),
+
+    with :math:`c_d = d^{1/q}` (:math:`d` for ``"linf"``, :math:`\log 2d` for ``"l1"``).
+    (Raising the multiplier by :math:`N_\tau - N` turns a feasible :math:`\lambda` of
+    :math:`V` into one of :math:`V_\tau` at a cost of at most :math:`\varepsilon(N_\tau -
+    N)`, since the sum does not increase with :math:`\lambda`.)
 
     Args:
-        eps: Wasserstein radius, ``>= 0``.
+        radius: Wasserstein radius, ``>= 0`` (the keyword ``eps`` is a deprecated alias).
         kappa: label-flip cost in ``[0, inf]``.
-        norm: ``"l1"``, ``"l2"`` or ``"linf"``.
+        norm: ``"l1"``, ``"l2"``, ``"linf"`` or a real number ``p >= 1``.
         loss: ``"logistic"`` or ``"hinge"``.
 
     Returns:
-        An :class:`~robustlearn.objectives.Objective` with empty state.
-    """
-    _check(eps, kappa, norm, loss)
+        An :class:`~robustlearn.objectives.Objective`; its state holds ``radius`` and
+        ``kappa``; ``smooth=False`` with ``smoothed`` and ``aux_init`` (no auxiliary
+        variables) for ``fit_linear``.
 
-    def objective_loss(loss_fn, params, batch, state, key):
-        del loss_fn, key
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from robustlearn import wasserstein
+        >>> obj = wasserstein.linear_classification_objective(0.1, loss="hinge")
+        >>> params = {"w": jnp.array([3.0, 4.0]), "b": jnp.array(0.0)}
+        >>> batch = {"x": jnp.array([[1.0, 0.0], [0.0, 1.0]]), "y": jnp.array([1, 0])}
+        >>> value, _ = obj.loss(None, params, batch, obj.init(None), None)
+        >>> round(float(value), 6)  # mean hinge (0 + 5) / 2 + radius * ||w||_2 = 2.5 + 0.5
+        3.0
+    """
+    _check(radius, kappa, norm, loss)
+    order = _norm_order(norm)
+    margin_loss = _MARGIN_LOSSES[loss]
+    config = {"radius": float(radius), "kappa": float(kappa), "norm": norm, "loss": loss}
+
+    def init(key):
+        del key
+        return ReductionState({"radius": hyper_array(radius), "kappa": hyper_array(kappa)})
+
+    def check(data):
+        if "y" not in data:
+            raise ValueError(f"the Wasserstein linear objective needs labels under 'y'; got keys {sorted(data)}.")
+        _signs(np.asarray(data["y"]))
+
+    def nominal(batch):
         weights = batch.get("weight")
         mask = batch.get("mask")
         if mask is not None:
             weights = jnp.where(mask, 1.0 if weights is None else weights, 0.0)
+        return weights
+
+    def objective_loss(loss_fn, params, batch, state, key):
+        del loss_fn, key
+        hyper = state.hyperparams
         value = linear_classification(
-            params["w"], batch["x"], batch["y"], eps, kappa=kappa, norm=norm, loss=loss,
-            intercept=params["b"], weights=weights,
+            params["w"], batch["x"], batch["y"], hyper["radius"], kappa=hyper["kappa"], norm=norm, loss=loss,
+            intercept=params["b"], weights=nominal(batch),
         )  # fmt: skip
         return value, (state, {"objective": value})
 
-    name = f"wasserstein_linear(eps={eps!r}, kappa={kappa!r}, norm={norm!r})"
-    config = {"eps": eps, "kappa": kappa, "norm": norm}
-    return Objective(lambda key: (), objective_loss, name, config, smooth=False)
+    def smooth_norm(theta, tau):
+        if order == 1.0:  # dual: max_j |theta_j|
+            return tau * jax.nn.logsumexp(jnp.concatenate([theta, -theta]) / tau)
+        if order == float("inf"):  # dual: sum_j |theta_j|
+            return jnp.sum(jnp.sqrt(theta**2 + tau**2))
+        q = order / (order - 1.0)
+        return jnp.sum((theta**2 + tau**2) ** (q / 2)) ** (1.0 / q)
+
+    def smoothed(loss_fn, params, batch, state, aux, tau):
+        # Reads the hyperparameters from the state only (never closed over), so objectives
+        # that differ in them share fit_linear's compiled solver.
+        del loss_fn, aux
+        radius, cost = state.hyperparams["radius"], state.hyperparams["kappa"]
+        w, b = jnp.asarray(params["w"]), jnp.asarray(params["b"])
+        x = jnp.asarray(batch["x"])
+        dtype = jnp.promote_types(jnp.result_type(x, w), jnp.float32)
+        weights = nominal(batch)
+        p = jnp.ones(x.shape[:1], dtype) if weights is None else jnp.asarray(weights, dtype)
+        p = p / jnp.sum(p)
+        sign = jnp.where(jnp.asarray(batch["y"]) > 0, 1.0, -1.0).astype(dtype)
+        margin = sign * (x @ w + b)
+        tau = jnp.asarray(tau, dtype)
+        if loss == "hinge":
+            keep, flip = tau * jax.nn.softplus((1 - margin) / tau), tau * jax.nn.softplus((1 + margin) / tau)
+        else:
+            keep, flip = margin_loss(margin), margin_loss(-margin)
+        radius, cost = jnp.asarray(radius, dtype), jnp.asarray(cost, dtype)
+        lam0 = smooth_norm(w, tau)
+        fixed = jnp.sum(p * keep) + radius * lam0  # kappa = inf: labels never move
+
+        def soft_max_sum(shift):  # sum_i p_i tau log(e^{keep_i/tau} + e^{(flip_i - shift)/tau})
+            return jnp.sum(p * tau * jnp.logaddexp(keep / tau, (flip - shift) / tau))
+
+        free = radius * lam0 + soft_max_sum(0.0)  # kappa = 0: labels flip for free
+        finite = jnp.isfinite(cost) & (cost > 0)
+        k = jnp.where(finite, cost, 1.0)
+        a = radius / k
+        # The unconstrained minimizer over lambda solves sum_i p_i sigmoid(k (b_i - lam) / tau) = a
+        # (b_i = (flip_i - keep_i) / k), decreasing in lam: bisection on a bracket that holds it.
+        b_i = jax.lax.stop_gradient((flip - keep) / k)
+        s = jax.lax.stop_gradient(tau / k)
+        a_in = jnp.clip(a, jnp.finfo(dtype).tiny, 1 - jnp.finfo(dtype).eps)
+        logit = jnp.log(a_in) - jnp.log1p(-a_in)
+        live = p > 0
+        lo = jnp.min(jnp.where(live, b_i, jnp.inf)) - s * logit
+        hi = jnp.max(jnp.where(live, b_i, -jnp.inf)) - s * logit
+
+        def bisect(_, bracket):
+            lo, hi = bracket
+            mid = 0.5 * (lo + hi)
+            above = jnp.sum(p * jax.nn.sigmoid((b_i - mid) / s)) > a_in
+            return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+        lo, hi = jax.lax.fori_loop(0, jnp.finfo(dtype).nmant + 12, bisect, (lo, hi))
+        unconstrained = jax.lax.stop_gradient(0.5 * (lo + hi))
+        # a >= 1: the value increases with lambda, so lambda = N_tau. a = 0: no budget.
+        lam = jnp.where(a < 1, jnp.maximum(unconstrained, lam0), lam0)
+        flips = jnp.where(a > 0, lam * radius + soft_max_sum(lam * k), jnp.sum(p * keep) + radius * lam0)
+        return jnp.where(finite, flips, jnp.where(cost == 0, free, fixed))
+
+    def no_aux(dtype):  # no auxiliary variables: the empty pytree
+        del dtype
+        return ()
+
+    name = f"wasserstein_linear(radius={radius!r}, kappa={kappa!r}, norm={norm!r}, loss={loss!r})"
+    return Objective(init, objective_loss, name, config, smooth=False, check=check, smoothed=smoothed, aux_init=no_aux)

@@ -8,6 +8,8 @@ They run on concrete arrays (numpy in, numpy out), once, before training.
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -33,9 +35,26 @@ def _as_weights(w, name: str = "weights") -> np.ndarray:
         raise ValueError(f"`{name}` must be finite; got {int(np.sum(~np.isfinite(arr)))} NaN/inf entries.")
     if np.any(arr < 0):
         raise ValueError(f"`{name}` must be in [0, inf); got minimum {arr.min()!r}.")
-    if arr.sum() <= 0:
+    if not arr.max() > 0:  # not the sum: it overflows for weights near the float64 maximum
         raise ValueError(f"`{name}` must have a positive total; got all zeros.")
     return arr
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int, in [1, inf); got {value!r}.")
+    return int(value)
+
+
+def _real(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number; got {value!r}.")
+    return float(value)
+
+
+def _unit_max(w: np.ndarray) -> np.ndarray:
+    """``w / max(w)``: exact scaling that keeps sums and squares of any finite weights finite."""
+    return w / w.max()
 
 
 def transform_weights(
@@ -53,7 +72,9 @@ def transform_weights(
         \tilde w_i = \min\big(w_i^{\lambda},\ c\big), \qquad
         c = \min\big(\texttt{clip},\ Q_{\texttt{clip\_quantile}}(w^{\lambda})\big),
 
-    then rescaled to mean 1 (``normalize``). :math:`\lambda = 0` gives uniform weights
+    then rescaled to mean 1 (``normalize``; computed as :math:`s / \bar s` with
+    :math:`s = \tilde w / \max_i \tilde w`, so weights near the float64 limits neither
+    overflow nor underflow). :math:`\lambda = 0` gives uniform weights
     (plain ERM), :math:`\lambda = 1` the raw ratio; values in between trade the bias of
     ignoring the shift against the variance of large weights (Shimodaira, 2000).
 
@@ -78,22 +99,27 @@ def transform_weights(
         log-likelihood function", J. Stat. Plan. Inference, 2000.
     """
     w = _as_weights(weights)
-    if isinstance(power, bool) or not (0.0 <= float(power) <= 1.0):
+    if not 0.0 <= _real("power", power) <= 1.0:
         raise ValueError(f"`power` must be in [0, 1]; got {power!r}.")
+    if not isinstance(normalize, bool | np.bool_):
+        raise TypeError(f"`normalize` must be a bool; got {normalize!r}.")
     w = w ** float(power)
     cap = np.inf
     if clip is not None:
-        if not float(clip) > 0:
-            raise ValueError(f"`clip` must be in (0, inf); got {clip!r}.")
+        if not _real("clip", clip) > 0:
+            raise ValueError(f"`clip` must be in (0, inf]; got {clip!r}.")
         cap = float(clip)
     if clip_quantile is not None:
-        if not 0.0 < float(clip_quantile) <= 1.0:
+        if not 0.0 < _real("clip_quantile", clip_quantile) <= 1.0:
             raise ValueError(f"`clip_quantile` must be in (0, 1]; got {clip_quantile!r}.")
         cap = min(cap, float(np.quantile(w, float(clip_quantile))))
     w = np.minimum(w, cap)
-    if w.sum() <= 0:
+    if not w.max() > 0:
         raise ValueError("every weight was clipped to zero; raise `clip` or `clip_quantile`.")
-    return w / w.mean() if normalize else w
+    if not normalize:
+        return w
+    s = _unit_max(w)
+    return s / s.mean()
 
 
 def effective_sample_size(weights: ArrayLike) -> float:
@@ -103,7 +129,9 @@ def effective_sample_size(weights: ArrayLike) -> float:
 
         \mathrm{ESS}(w) = \frac{(\sum_i w_i)^2}{\sum_i w_i^2} \in [1, n],
 
-    ``n`` for equal weights, ``k`` for ``k`` equal non-zero weights. For density-ratio
+    ``n`` for equal weights, ``k`` for ``k`` equal non-zero weights. The ratio is
+    scale-free and is computed on :math:`w / \max_i w_i`, so it is exact for any finite
+    weights (``[1e200, 1e200]`` and ``[1e-200, 1e-200]`` both give 2). For density-ratio
     weights :math:`\mathrm{ESS}/n \to 1 / \mathbb{E}_{\rm syn}[w^2] = 1/(1 + \chi^2(p_{\rm real}\|p_{\rm syn}))`.
 
     Args:
@@ -119,8 +147,8 @@ def effective_sample_size(weights: ArrayLike) -> float:
     References:
         Kish, "Survey Sampling", 1965.
     """
-    w = _as_weights(weights)
-    return float(w.sum() ** 2 / np.sum(w * w))
+    s = _unit_max(_as_weights(weights))
+    return float(s.sum() ** 2 / np.sum(s * s))
 
 
 class WeightDiagnostics(NamedTuple):
@@ -164,9 +192,10 @@ def weight_diagnostics(weights: ArrayLike, *, warn_below: float = 0.1) -> Weight
         (4.0, 1.0, 1.0)
     """
     w = _as_weights(weights)
-    if not 0.0 <= float(warn_below) <= 1.0:
+    if not 0.0 <= _real("warn_below", warn_below) <= 1.0:
         raise ValueError(f"`warn_below` must be in [0, 1]; got {warn_below!r}.")
-    rel = w / w.mean()
+    s = _unit_max(w)
+    rel = s / s.mean()
     ess = effective_sample_size(w)
     out = WeightDiagnostics(
         n=int(w.size),
@@ -229,16 +258,38 @@ def source_weights(source: ArrayLike, mixture: Sequence[float]) -> np.ndarray:
     empty = (counts == 0) & (a > 0)
     if np.any(empty):
         raise ValueError(f"`mixture` gives positive mass to sources without examples: {np.flatnonzero(empty)}.")
+    a = _unit_max(a)
     a = a / a.sum()
     per = np.where(counts > 0, a / np.maximum(counts, 1), 0.0)
     return per[s] * s.size
 
 
+_MAX_GRID_ROWS = 10_000_000
+
+
 def simplex_grid(num_sources: int, resolution: int) -> np.ndarray:
-    """All mixtures of ``num_sources`` sources with masses in multiples of ``1/resolution``.
+    r"""All mixtures of ``num_sources`` sources with masses in multiples of ``1/resolution``.
+
+    .. math::
+
+        \Big\{ \tfrac{c}{r} : c \in \{0, \dots, r\}^K,\ \textstyle\sum_k c_k = r \Big\},
+        \qquad |\cdot| = \binom{r + K - 1}{K - 1},
+
+    generated directly as compositions of :math:`r` into :math:`K` parts (stars and bars:
+    each choice of :math:`K - 1` bar positions among :math:`r + K - 1` slots), in
+    lexicographic order, in :math:`O(K \binom{r+K-1}{K-1})` time, without enumerating the
+    :math:`(r+1)^K` tuples of :math:`\{0,\dots,r\}^K`.
+
+    Args:
+        num_sources: :math:`K`, a positive int.
+        resolution: :math:`r`, a positive int.
 
     Returns:
-        Array of shape ``(C(resolution + K - 1, K - 1), K)``; rows sum to 1.
+        Array of shape ``(C(resolution + K - 1, K - 1), K)``, float64; rows sum to 1.
+
+    Raises:
+        ValueError: for non-integer or non-positive arguments, or a grid of more than
+            10,000,000 rows.
 
     Examples:
         >>> simplex_grid(2, 2)
@@ -246,10 +297,21 @@ def simplex_grid(num_sources: int, resolution: int) -> np.ndarray:
                [0.5, 0.5],
                [1. , 0. ]])
     """
-    if num_sources < 1 or resolution < 1:
-        raise ValueError("`num_sources` and `resolution` must be positive integers.")
-    rows = [c for c in itertools.product(range(resolution + 1), repeat=num_sources) if sum(c) == resolution]
-    return np.asarray(sorted(rows), dtype=np.float64) / resolution
+    k = _positive_int("num_sources", num_sources)
+    r = _positive_int("resolution", resolution)
+    rows = math.comb(r + k - 1, k - 1)
+    if rows > _MAX_GRID_ROWS:
+        raise ValueError(
+            f"simplex_grid({k}, {r}) would have {rows} rows (more than {_MAX_GRID_ROWS}); lower `resolution` or "
+            "pass explicit `candidates`."
+        )
+    slots = r + k - 1
+    bars = np.fromiter(
+        itertools.chain.from_iterable(itertools.combinations(range(slots), k - 1)), dtype=np.int64, count=rows * (k - 1)
+    ).reshape(rows, k - 1)
+    # Part j is the number of stars between bar j - 1 and bar j (bars -1 and `slots` at the ends).
+    edges = np.concatenate([np.full((rows, 1), -1), bars, np.full((rows, 1), slots)], axis=1)
+    return (np.diff(edges, axis=1) - 1).astype(np.float64) / r
 
 
 class MixtureSelection(NamedTuple):
@@ -298,12 +360,19 @@ def select_mixture(
     Returns:
         A :class:`MixtureSelection`.
     """
+    if not callable(fit) or not callable(score):
+        raise TypeError("`fit` and `score` must be callables.")
     s, k = _as_ids(source, "source", None)
     if candidates is None:
         candidates = simplex_grid(k, resolution)
-    candidates = np.asarray(candidates, dtype=np.float64)
-    if candidates.ndim != 2 or candidates.shape[1] < k:
-        raise ValueError(f"`candidates` must have shape (C, {k}); got {candidates.shape}.")
+    candidates = np.asarray(candidates)
+    if not (np.issubdtype(candidates.dtype, np.floating) or np.issubdtype(candidates.dtype, np.integer)):
+        raise TypeError(f"`candidates` must be real numbers; got dtype {candidates.dtype}.")
+    candidates = candidates.astype(np.float64)
+    if candidates.ndim != 2 or candidates.shape[1] < k or candidates.shape[0] == 0:
+        raise ValueError(f"`candidates` must have shape (C, {k}) with C >= 1; got {candidates.shape}.")
+    if not np.all(np.isfinite(candidates)) or np.any(candidates < 0):
+        raise ValueError("`candidates` must be finite and in [0, inf); got negative or non-finite entries.")
     counts = np.bincount(s, minlength=candidates.shape[1])
     usable = [c for c in candidates if not np.any((counts == 0) & (c > 0)) and c.sum() > 0]
     if not usable:
@@ -321,89 +390,41 @@ def select_mixture(
     return MixtureSelection(candidates[best], results[best], scores, candidates)
 
 
-def contamination_covariance(alpha: float, counts: Sequence[int]) -> np.ndarray:
-    r"""Covariance of the per-generation sample means in the recursive contamination model.
-
-    Generation 0 is real data; generation :math:`t \ge 1` mixes a fraction
-    :math:`\alpha` of samples from the previous model, whose mean is the uniform (ERM)
-    average of all data so far, with :math:`1-\alpha` fresh real samples:
+def clip_mixture(beta: ArrayLike) -> np.ndarray:
+    r"""Projects per-source weights onto the simplex (Euclidean), for :func:`source_weights`.
 
     .. math::
 
-        X_t = \alpha Y_{t-1} + (1-\alpha)\mu + U_t,\quad
-        Y_t = \frac{\sum_{s \le t} n_s X_s}{\sum_{s\le t} n_s},\quad
-        \mathrm{Var}(U_t) = \sigma^2 / n_t
+        \operatorname*{arg\,min}_{a \ge 0,\ \sum_k a_k = 1} \|a - \beta\|_2
+        = (\beta - \tau)_+ ,
 
-    (Amin et al., 2026). Returns :math:`\mathrm{Cov}(X_0, \dots, X_T) / \sigma^2`.
-
-    Args:
-        alpha: contamination fraction in ``[0, 1)``.
-        counts: number of examples of each generation, length ``T + 1``.
-
-    Returns:
-        Matrix of shape ``(T + 1, T + 1)``.
-    """
-    if not 0.0 <= float(alpha) < 1.0:
-        raise ValueError(f"`alpha` must be in [0, 1); got {alpha!r}.")
-    n = np.asarray(counts, dtype=np.float64)
-    if n.ndim != 1 or n.size == 0 or np.any(n <= 0):
-        raise ValueError(f"`counts` must be positive generation sizes; got {counts!r}.")
-    t_max = n.size
-    a = np.zeros((t_max, t_max))  # X_t - mu as a combination of the noises U_s / sigma_s.
-    a[0, 0] = 1.0
-    y_sum = n[0] * a[0]
-    for t in range(1, t_max):
-        a[t] = alpha * y_sum / n[:t].sum()
-        a[t, t] += 1.0
-        y_sum = y_sum + n[t] * a[t]
-    return (a / np.sqrt(n)[None, :]) @ (a / np.sqrt(n)[None, :]).T
-
-
-def generation_weights(alpha: float, counts: Sequence[int]) -> np.ndarray:
-    r"""Best linear unbiased per-generation weights for recursive contamination.
-
-    .. math::
-
-        \beta^\star = \frac{\Sigma^{-1}\mathbf{1}}{\mathbf{1}^\top \Sigma^{-1}\mathbf{1}},
-        \qquad \hat\mu = \sum_t \beta^\star_t X_t,
-
-    with :math:`\Sigma` from :func:`contamination_covariance`: among estimators that
-    weight generations and are unbiased for every :math:`\mu`, this has the smallest
-    variance. Uniform ERM, :math:`\beta_t = n_t / \sum_s n_s`, is one member of the family
-    and is not optimal for :math:`\alpha > 0` (Amin et al., 2026). Turn the result into
-    per-example weights with :func:`source_weights` (``mixture=beta``); the entries may
-    be negative, which such weights do not accept, so use :func:`clip_mixture` there.
+    with the threshold :math:`\tau` found by sorting (Held, Wolfe & Crowder, 1974). The
+    projection is invariant to adding a constant to every entry; it is computed on
+    :math:`\beta - \max_k \beta_k`, so huge entries do not overflow.
 
     Args:
-        alpha: contamination fraction in ``[0, 1)`` (known, or chosen on validation).
-        counts: number of examples of each generation, length ``T + 1``.
+        beta: finite real weights, shape ``(K,)``, ``K >= 1``.
 
     Returns:
-        Per-generation weights ``(T + 1,)`` summing to 1.
-
-    Examples:
-        >>> generation_weights(0.0, [10, 30]).round(3)
-        array([0.25, 0.75])
-
-    References:
-        Amin, Bie, Kong, Syed & Vassilvitskii, "Learning from Synthetic Data: Limitations
-        of ERM", arXiv:2601.15468, 2026.
-    """
-    sigma = contamination_covariance(alpha, counts)
-    z = np.linalg.solve(sigma, np.ones(sigma.shape[0]))
-    return z / z.sum()
-
-
-def clip_mixture(beta) -> np.ndarray:
-    """Projects per-source weights onto the simplex (Euclidean), for :func:`source_weights`.
+        Non-negative weights summing to 1, shape ``(K,)``, float64.
 
     Examples:
         >>> clip_mixture([0.6, -0.1, 0.5])
         array([0.55, 0.  , 0.45])
     """
-    v = np.asarray(beta, dtype=np.float64)
+    v = np.asarray(beta)
+    if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
+        raise TypeError(f"`beta` must be real numbers; got dtype {v.dtype}.")
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"`beta` must be a non-empty vector of shape (K,); got shape {v.shape}.")
+    v = v.astype(np.float64)
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"`beta` must be finite; got {int(np.sum(~np.isfinite(v)))} NaN/inf entries.")
+    with np.errstate(over="ignore"):
+        v = v - v.max()  # entries more than 1.8e308 below the maximum become -inf: their share is 0
     u = np.sort(v)[::-1]
     css = np.cumsum(u) - 1.0
     k = np.arange(1, v.size + 1)
-    rho = np.nonzero(u - css / k > 0)[0][-1]
+    with np.errstate(invalid="ignore"):
+        rho = np.nonzero(u - css / k > 0)[0][-1]  # index 0 always qualifies: u[0] = 0 > -1
     return np.maximum(v - css[rho] / (rho + 1.0), 0.0)
