@@ -1,6 +1,6 @@
 """Runs the performance suite and prints one markdown table per part.
 
-python -m benchmarks.perf [--part p1,p2,p3,p4,p5,p6] [--quick] [--out FILE]
+python -m benchmarks.perf [--part p1,p2,p3,p4,p5,p6,p7] [--quick] [--out FILE]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ PARTS = {
     "p4": "benchmarks.perf.p4_wasserstein",
     "p5": "benchmarks.perf.p5_devices",
     "p6": "benchmarks.perf.p6_trainer",
+    "p7": "benchmarks.perf.p7_processes",
 }
 
 

@@ -329,7 +329,8 @@ class Checkpointer(Callback):
 
     Files in ``directory``: ``checkpoint.rlck`` (the latest) and
     ``checkpoint.prev.rlck`` (the one before, kept until the latest is complete). Only
-    process 0 writes; every process reads (the directory must be shared).
+    process 0 writes; every process reads (the directory must be shared: the processes
+    check that they resume from the same checkpoint).
 
     Args:
         directory: where to write (created if needed; must be writable: checked when

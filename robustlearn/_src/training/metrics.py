@@ -140,19 +140,20 @@ def evaluation_metrics(
 
     ``loss`` (weighted mean), ``accuracy`` (classifiers), and with ``num_groups``:
     ``worst_group_loss`` (largest group mean loss over the groups present, by
-    :func:`~robustlearn.importance.group_means`) and ``worst_group_accuracy``.
+    :func:`~robustlearn.importance.group_means`) and ``worst_group_accuracy``. Rows
+    whose ``"mask"`` is False (padding of process-local data) are left out.
     """
-    weight = data.get("weight")
-    out = {"loss": _reductions.erm(losses, weights=weight)}
+    weight, mask = data.get("weight"), data.get("mask")
+    out = {"loss": _reductions.erm(losses, weights=weight, where=mask)}
     correct = None
     if classifier:
         correct = (jnp.argmax(outputs, axis=-1) == data["y"]).astype(losses.dtype)
-        out["accuracy"] = _reductions.erm(correct, weights=weight)
+        out["accuracy"] = _reductions.erm(correct, weights=weight, where=mask)
     if num_groups:
-        means, mass = group_means(losses, data["group"], num_groups, weights=weight)
+        means, mass = group_means(losses, data["group"], num_groups, weights=weight, where=mask)
         present = mass > 0
         out["worst_group_loss"] = jnp.max(jnp.where(present, means, -jnp.inf))
         if classifier:
-            acc, _ = group_means(correct, data["group"], num_groups, weights=weight)
+            acc, _ = group_means(correct, data["group"], num_groups, weights=weight, where=mask)
             out["worst_group_accuracy"] = jnp.min(jnp.where(present, acc, jnp.inf))
     return out

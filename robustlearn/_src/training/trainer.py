@@ -31,6 +31,7 @@ from flax import nnx
 from robustlearn._src.objectives.base import Objective
 from robustlearn._src.training import checkpoint as _ckpt
 from robustlearn._src.training import compile_cache
+from robustlearn._src.training import distributed as _dist
 from robustlearn._src.training.callbacks import Callback, Checkpointer, EarlyStopping, ProgressBar, call, sort_callbacks
 from robustlearn._src.training.data import as_dataset, batch_plan, check_groups, check_labels, positive_int
 from robustlearn._src.training.metrics import History, evaluation_metrics, to_python
@@ -114,6 +115,9 @@ class Trainer:
         devices: None for the default device, or a sequence of devices (e.g.
             ``jax.devices()``): minibatches are sharded over them along the example
             axis, parameters are replicated. The result equals the 1-device result.
+            After ``jax.distributed.initialize``, ``jax.devices()`` spans every
+            process: then ``fit`` is a collective that every process calls (see
+            ``fit``'s ``process_local``).
         verbose: shorthand for a :class:`~robustlearn.train.ProgressBar` on stderr.
 
     Attributes:
@@ -175,6 +179,8 @@ class Trainer:
             if not devices:
                 raise ValueError("`devices` must name at least one device.")
             self.mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+        _dist.check_mesh(self.mesh)
+        self._multiprocess = _dist.is_multiprocess(self.mesh)
         self.init_params = self._model.params
         self.params = self._model.params
         self.model_state = self._model.state
@@ -207,20 +213,37 @@ class Trainer:
         spec = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
         return jax.lax.with_sharding_constraint(batch, jax.tree.map(lambda _: spec, batch))
 
-    def _make_epoch(self, plan):
+    def _make_epoch(self, plan, per_device: int | None = None):
+        """The epoch program; ``per_device``: rows per device of process-local data (else data is replicated).
+
+        With process-local data, ``data`` is ``(columns, rows)``: the columns sharded in
+        blocks of ``per_device`` rows, and ``rows[i]`` the row of example ``i`` of the
+        concatenation of the processes' data; minibatches are gathered across devices.
+        """
         model, loss, objective, optimizer = self._model, self.loss, self.objective, self.optimizer
         n, batch_size, steps, pad = plan
-        shard = self._shard_batch
+        shard, mesh = self._shard_batch, self.mesh
 
         def robustlearn_epoch(state: TrainState, data, epoch_key):
             perm = jax.random.permutation(epoch_key, n)
+            if per_device is None:
+
+                def gather(i):
+                    return jax.tree.map(lambda a: a[i], data)
+            else:
+                data, rows = data
+                perm = rows[perm]
+
+                def gather(i):
+                    return _dist.gather_rows(data, i, mesh, per_device)
+
             idx = jnp.concatenate([perm, perm[:pad]]).reshape(steps, batch_size)
             mask = jnp.concatenate([jnp.ones(n, bool), jnp.zeros(pad, bool)]).reshape(steps, batch_size)
 
             def body(carry, inputs):
                 state, bad_step = carry
                 idx_b, mask_b, i = inputs
-                batch = jax.tree.map(lambda a: a[idx_b], data)
+                batch = gather(idx_b)
                 batch["mask"] = mask_b
                 batch = shard(batch)
                 step_key = jax.random.fold_in(epoch_key, i)
@@ -302,7 +325,21 @@ class Trainer:
             )
         return self.num_groups if self.num_groups is not None else from_objective
 
-    def _prepare(self, train, val, epochs) -> _Prepared:
+    def _plan(self, n: int):
+        """The batch plan of ``n`` training examples (all processes' in a process-local run)."""
+        plan = batch_plan(n, self.batch_size)
+        if self.mesh is not None and plan.batch_size % self.mesh.size:
+            raise ValueError(
+                f"`batch_size` ({plan.batch_size}) must be divisible by the number of devices ({self.mesh.size})."
+            )
+        return plan
+
+    def _prepare(self, train, val, epochs, *, defer_plan: bool = False) -> _Prepared:
+        """Checks the data and derives the metric names (this process's data only).
+
+        With ``defer_plan`` the batch plan is left None: it depends on the number of
+        examples of every process (``fit`` with ``process_local=True``).
+        """
         epochs = positive_int("epochs", epochs)
         train = as_dataset(train, "train")
         val = None if val is None else as_dataset(val, "val")
@@ -328,13 +365,9 @@ class Trainer:
                         "(group objectives such as group_dro supply it)."
                     )
                 check_groups(val, num_groups, "val")
-        plan = batch_plan(train["x"].shape[0], self.batch_size)
-        if self.mesh is not None and plan.batch_size % self.mesh.size:
-            raise ValueError(
-                f"`batch_size` ({plan.batch_size}) must be divisible by the number of devices ({self.mesh.size})."
-            )
+        plan = None if defer_plan else self._plan(train["x"].shape[0])
         # Shapes only (no compilation): the loss must give one value per example.
-        k = min(plan.n, 2)
+        k = min(train["x"].shape[0], 2)
         sample = self._first(train, k)
         params, mstate = self.init_params, self._model.state
 
@@ -421,11 +454,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ public API
 
-    def fit(self, train: dict, val: dict | None = None, *, epochs: int = 10, resume: bool = False) -> History:
+    def fit(
+        self,
+        train: dict,
+        val: dict | None = None,
+        *,
+        epochs: int = 10,
+        resume: bool = False,
+        process_local: bool = False,
+    ) -> History:
         """Trains for ``epochs`` epochs (counting those of a resumed checkpoint).
 
         Every ``fit`` starts from the initial parameters (those of the model or
         ``params`` when the trainer was built), unless it resumes a checkpoint.
+
+        In a multi-process run (``devices`` spanning the processes of
+        ``jax.distributed``), every process calls ``fit`` with the same arguments; the
+        processes check that they agree (configuration, initial parameters, the data or
+        its column structure, the checkpoint they resume from) and fail together.
+        ``batch_size`` is always the global minibatch size, so the run equals the
+        single-process run on the same data, up to the order of floating-point sums.
 
         Args:
             train: dict with ``"x"``, ``"y"`` and the columns the objective needs
@@ -439,6 +487,14 @@ class Trainer:
             resume: continue from the checkpoint of the trainer's Checkpointer
                 (``checkpoint_dir``) if there is one; training starts from scratch when
                 the directory holds no checkpoint yet.
+            process_local: False: ``train`` and ``val`` are the whole datasets,
+                identical on every process (checked by a hash). True: each process
+                passes its own rows (any number, at least one, the same columns and
+                dtypes); the datasets are the concatenations of all processes' rows in
+                process order, each process keeps its rows on its own devices, and
+                every minibatch is drawn from the whole concatenation (the same
+                minibatches as a single-process run on it). Without several processes
+                both are the same.
 
         Returns:
             The :class:`History` (also ``self.history``).
@@ -447,16 +503,38 @@ class Trainer:
             FloatingPointError: a step produced a non-finite objective or gradient. The
                 trainer then holds the last finite state and the checkpoint of the last
                 completed epoch is left as it was.
-            CheckpointError: the checkpoint cannot be read or does not fit this run.
+            CheckpointError: the checkpoint cannot be read or does not fit this run, or
+                the processes found different checkpoints.
+            RuntimeError: another process failed (its own error is raised there).
         """
-        if not isinstance(resume, bool):
-            raise TypeError(f"`resume` must be a bool; got {resume!r}.")
-        prep = self._prepare(train, val, epochs)
-        callbacks = self._build_callbacks()
-        checkpointer = next((cb for cb in callbacks if isinstance(cb, Checkpointer)), None)
-        if resume and checkpointer is None:
-            raise ValueError("`resume=True` needs a checkpoint directory: pass `checkpoint_dir=` or a Checkpointer.")
-        loaded = checkpointer.load() if resume else None
+        multi = self._multiprocess
+        local_mode = False
+        error, prep, callbacks, loaded = None, None, None, None
+        try:
+            if not isinstance(resume, bool):
+                raise TypeError(f"`resume` must be a bool; got {resume!r}.")
+            if not isinstance(process_local, bool):
+                raise TypeError(f"`process_local` must be a bool; got {process_local!r}.")
+            if process_local and not multi and jax.process_count() > 1:
+                raise ValueError(
+                    f"`process_local=True` in a run of {jax.process_count()} processes needs `devices` spanning all "
+                    f"of them (e.g. `devices=jax.devices()`)."
+                )
+            local_mode = process_local and multi
+            prep = self._prepare(train, val, epochs, defer_plan=local_mode)
+            callbacks = self._build_callbacks()
+            checkpointer = next((cb for cb in callbacks if isinstance(cb, Checkpointer)), None)
+            if resume and checkpointer is None:
+                raise ValueError(
+                    "`resume=True` needs a checkpoint directory: pass `checkpoint_dir=` or a Checkpointer."
+                )
+            loaded = checkpointer.load() if resume else None
+        except Exception as e:
+            if not multi:
+                raise
+            error = e
+        if multi:
+            prep = self._agree_on_start(error, prep, callbacks, loaded, resume, local_mode)
         if loaded is not None and self._seed_drawn:
             self.seed = loaded[0]["config"]["seed"]
         params = self._replicated(self.init_params)
@@ -492,23 +570,30 @@ class Trainer:
         provided = [name for cb in callbacks for name in getattr(cb, "provides", ())]
         self._metric_order = [*prep.train_names, *prep.val_names]
         self._available_metrics = [*self._metric_order, *provided]
-        self._checkpointer = checkpointer
+        self._checkpointer = checkpointer = next((cb for cb in callbacks if isinstance(cb, Checkpointer)), None)
         if checkpointer is not None:
             checkpointer.last_saved_epoch = start - 1 if loaded is not None else None
 
-        data = self._replicated(jax.tree.map(jnp.asarray, prep.train))
-        val_data = None if prep.val is None else self._replicated(jax.tree.map(jnp.asarray, prep.val))
+        data, val_data, per_device = self._device_data(prep, local_mode)
         error = None
         started = []
         try:
-            for cb in callbacks:
-                call(cb, "on_fit_start", self)
-                started.append(cb)
-            if loaded is not None:
-                self._load_callback_states(callbacks, saved_callbacks, restore, loaded[2])
+            start_error = None
+            try:
+                for cb in callbacks:
+                    call(cb, "on_fit_start", self)
+                    started.append(cb)
+                if loaded is not None:
+                    self._load_callback_states(callbacks, saved_callbacks, restore, loaded[2])
+            except Exception as e:
+                if not multi:
+                    raise
+                start_error = e
+            if multi:
+                self._agree_on_errors(start_error, "while starting the callbacks")
             if not stopped and start <= prep.epochs:
                 epoch_fn = self._executable(
-                    "epoch", lambda: self._make_epoch(prep.plan), state, data, jax.random.PRNGKey(0)
+                    "epoch", lambda: self._make_epoch(prep.plan, per_device), state, data, jax.random.PRNGKey(0)
                 )
                 eval_fn = None
                 if val_data is not None:
@@ -529,6 +614,91 @@ class Trainer:
         self.stopped_epoch = self.history.stopped_epoch
         self._model.write_back(self.params, self.model_state)
         return self.history
+
+    # ------------------------------------------------------------------ several processes
+
+    def _device_data(self, prep: _Prepared, local_mode: bool):
+        """The training and validation data on the devices, and the rows per device (process-local data)."""
+        if not local_mode:
+            data = self._replicated(jax.tree.map(jnp.asarray, prep.train))
+            val_data = None if prep.val is None else self._replicated(jax.tree.map(jnp.asarray, prep.val))
+            return data, val_data, None
+        lay = self._layouts["train"]
+        rows = self._replicated(jnp.asarray(_dist.positions(lay)))
+        data = (_dist.assemble(prep.train, self.mesh, lay), rows)
+        val_data = None
+        if prep.val is not None:
+            val_lay = self._layouts["val"]
+            val_data = _dist.assemble(prep.val, self.mesh, val_lay, mask=val_lay.padded)
+        return data, val_data, lay.per_device
+
+    _START_FIELDS = (
+        "arguments", "initial parameters", "columns of `train`", "columns of `val`", "data of `train`",
+        "data of `val`", "checkpoint",
+    )  # fmt: skip
+
+    def _agree_on_start(self, error, prep, callbacks, loaded, resume, local_mode) -> _Prepared:
+        """The collective start of ``fit``: the processes fail together or agree on what must agree.
+
+        Returns ``prep`` with the batch plan of all processes' data (process-local data).
+        """
+        must = dict.fromkeys(self._START_FIELDS)
+        gathered = {"train": 0, "val": 0, "seed": self.seed if self._seed_drawn else 0}
+        if error is None:
+            must["arguments"] = _dist.digest(
+                prep.epochs, resume, local_mode, self.batch_size, None if self._seed_drawn else self.seed,
+                self.objective.name, self.objective.hyperparams, self._model.describe(), self.num_groups,
+                [type(cb).__qualname__ for cb in callbacks], prep.val is None,
+                str(jax.tree.structure(jax.eval_shape(self.optimizer.init, self.init_params))),
+            )  # fmt: skip
+            must["initial parameters"] = _dist.tree_digest((self.init_params, self._model.state))
+            for split in ("train", "val"):
+                data = getattr(prep, split)
+                columns = None if data is None else {k: [str(v.dtype), list(v.shape[1:])] for k, v in data.items()}
+                must[f"columns of `{split}`"] = _dist.digest(columns)
+                content = [] if data is None or local_mode else [item for kv in sorted(data.items()) for item in kv]
+                must[f"data of `{split}`"] = _dist.digest(local_mode, *content)
+                gathered[split] = 0 if data is None else data["x"].shape[0]
+            if loaded is None:
+                must["checkpoint"] = _dist.digest(None)
+            else:
+                arrays = [item for entries in loaded[1].values() for e in entries for item in (e[0], e[1])]
+                must["checkpoint"] = _dist.digest(loaded[0], *arrays)
+        found = _dist.agree(error, must, gathered)
+        if found.failed:
+            self._raise_failed(error, found.failed, "while preparing `fit`")
+        if found.field is not None:
+            where = f"process(es) {found.differing} differ from process 0 in the {found.field}"
+            if found.field == "checkpoint":
+                raise _ckpt.CheckpointError(
+                    f"the processes found different checkpoints to resume from ({where}): the checkpoint directory "
+                    f"must be one directory shared by every process."
+                )
+            hint = " Pass `process_local=True` if each process holds its own rows." if "data" in found.field else ""
+            raise ValueError(f"every process must call `fit` with the same arguments: {where}.{hint}")
+        if self._seed_drawn:
+            self.seed = found.gathered["seed"][0]  # process 0's draw
+        if local_mode:
+            self._layouts = {"train": _dist.layout(self.mesh, found.gathered["train"])}
+            if prep.val is not None:
+                self._layouts["val"] = _dist.layout(self.mesh, found.gathered["val"])
+            prep = prep._replace(plan=self._plan(self._layouts["train"].total))
+        return prep
+
+    def _agree_on_errors(self, error, when: str) -> None:
+        """Every process raises if one failed (its own error there, a RuntimeError elsewhere)."""
+        found = _dist.agree(error, {})
+        if found.failed:
+            self._raise_failed(error, found.failed, when)
+
+    @staticmethod
+    def _raise_failed(error, failed, when):
+        if error is not None:
+            error.add_note(f"(robustlearn: process {jax.process_index()}; the other processes stop too)")
+            raise error
+        raise RuntimeError(
+            f"process(es) {failed} failed {when} (their error is in their own output); fit stopped on every process."
+        )
 
     def _run_epoch(self, epoch, state, data, val_data, epoch_fn, eval_fn, base_key, callbacks):
         epoch_key = jax.random.fold_in(base_key, epoch)
@@ -551,13 +721,38 @@ class Trainer:
         row = {"epoch": epoch} | {k: to_python(values[k]) for k in self._metric_order if k in values}
         self.state, self.params, self.model_state = state, state.params, state.model_state
         self.history.rows.append(row)
-        for cb in callbacks:
-            if call(cb, "on_epoch_end", self, row) and not self.stop_training:
-                self.stop_training = True
-                if self.history.stopped_epoch is None:  # EarlyStopping records its own reason
-                    self.history.stopped_epoch = epoch
-                    self.history.notes.append(f"{type(cb).__name__} stopped training after epoch {epoch}")
+        metrics_digest = _dist.digest(row) if self._multiprocess else None
+        error = None
+        try:
+            for cb in callbacks:
+                if call(cb, "on_epoch_end", self, row) and not self.stop_training:
+                    self.stop_training = True
+                    if self.history.stopped_epoch is None:  # EarlyStopping records its own reason
+                        self.history.stopped_epoch = epoch
+                        self.history.notes.append(f"{type(cb).__name__} stopped training after epoch {epoch}")
+        except Exception as e:
+            if not self._multiprocess:
+                raise
+            error = e
+        if self._multiprocess:
+            self._agree_on_epoch(epoch, error, metrics_digest)
         return state
+
+    def _agree_on_epoch(self, epoch, error, metrics_digest) -> None:
+        """After the callbacks: fail together, check the metrics agree, stop together."""
+        found = _dist.agree(error, {"metrics": metrics_digest}, {"stop": int(self.stop_training)})
+        if found.failed:
+            self._raise_failed(error, found.failed, f"in a callback after epoch {epoch}")
+        if found.field is not None:  # replicated values are identical by construction: never silently different
+            raise RuntimeError(f"the metrics of epoch {epoch} differ between processes {found.differing} and 0.")
+        stoppers = [p for p, stop in enumerate(found.gathered["stop"]) if stop]
+        if stoppers and not self.stop_training:
+            self.stop_training = True
+            if self.history.stopped_epoch is None:
+                self.history.stopped_epoch = epoch
+            self.history.notes.append(f"process(es) {stoppers} stopped training after epoch {epoch}")
+            if self._checkpointer is not None:  # the checkpoint of this epoch must record the stop
+                self._checkpointer.save(self)
 
     def _load_callback_states(self, callbacks, saved, restore, path) -> None:
         stateful = [(i, cb) for i, cb in enumerate(callbacks) if call(cb, "state_dict") is not None]
@@ -593,16 +788,34 @@ class Trainer:
         return _ckpt.encode(trees, meta)
 
     def predict(self, x) -> jax.Array:
-        """Model outputs for inputs ``x`` with the trained parameters, in evaluation mode."""
-        x = self._replicated(jnp.asarray(x))
+        """Model outputs for inputs ``x`` with the trained parameters, in evaluation mode.
+
+        In a multi-process run each process predicts its own ``x`` on its first device of the mesh
+        (with its copy of the replicated parameters), without communication.
+        """
+        params, model_state = self.params, self.model_state
+        if self._multiprocess:
+            device = next(d for d in self.mesh.devices.flat if d.process_index == jax.process_index())
+            params, model_state = jax.tree.map(lambda a: _local_copy(a, device), (params, model_state))
+            x = jax.device_put(jnp.asarray(x), device)
+        else:
+            x = self._replicated(jnp.asarray(x))
         if self._model.module is not None:
-            return _predict_module(self._model.graphdef_eval, self.params, self.model_state, x)
-        return _predict_function(self._model._apply, self.params, x)
+            return _predict_module(self._model.graphdef_eval, params, model_state, x)
+        return _predict_function(self._model._apply, params, x)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _predict_module(graphdef, params, state, x):
     return nnx.merge(graphdef, params, state, copy=True)(x)
+
+
+def _local_copy(leaf, device):
+    """This process's copy of a replicated array, on ``device``."""
+    if not isinstance(leaf, jax.Array):
+        return leaf
+    shard = next((s.data for s in leaf.addressable_shards if s.device == device), leaf.addressable_data(0))
+    return jax.device_put(shard, device)
 
 
 def _predict_function(apply, params, x):
