@@ -95,6 +95,8 @@ def _run(cmds: list[list[str]], out: Path, cwd: Path, until_killed: int | None =
     out.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    # Launches side by side compile the same programs: share them (robustlearn's documented switch).
+    env["ROBUSTLEARN_COMPILATION_CACHE"] = str(out.parent / "jax-cache")
     procs = []
     with contextlib.ExitStack() as files:
         try:
