@@ -217,6 +217,8 @@ class Fitter:
         data = training_data(spec, hyper, train, ctx)
         self.fits += 1
         try:
+            if spec.name == "radius_from_data":  # calibrate.fit_robust: one fit_linear, radius from real_train
+                return L.fit_radius_from_data(hyper, train, ctx.num_classes, ctx.seed)
             if self.learner == "linear":
                 return L.fit_linear_model(spec.kind, hyper, data, ctx.num_classes, cfg.shapes)
             selection = {r: ctx.splits[r] for r in RULES}
@@ -245,6 +247,11 @@ class Fitter:
             mass = _mass_on_flipped(self.logits(model, train["x"]), train, spec, hyper)
             if mass is not None:
                 extra["mass_on_flipped"] = mass
+        if isinstance(model, L.CertifiedLinearModel):  # the certificate against the real test loss
+            test = self.ctx.splits["test"]
+            loss = float(L.per_example_losses(model.logits(test["x"]), test["y"]).mean())
+            extra.update(model.record, real_test_loss=loss, covered=bool(loss <= model.record["bound"]),
+                         tightness=model.record["bound"] - loss)  # fmt: skip
         if self.learner == "mlp" and model is not None:
             extra["best_epoch"] = model.best_epoch[self.rule]
             extra["epochs"] = model.epochs
