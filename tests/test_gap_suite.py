@@ -322,7 +322,7 @@ def test_radius_from_data_records_and_certificate(run):
         # The certified loss is the evaluated loss: the log loss on real_test.
         assert e["real_test_loss"] == pytest.approx(r["test"]["loss"], rel=1e-9)
         assert e["tightness"] == pytest.approx(e["bound"] - e["real_test_loss"])
-        assert e["covered"] == (e["real_test_loss"] <= e["bound"])
+        assert e["covered"] == (e["real_test_loss"] <= e["bound"] * (1 + L.COVER_RTOL)) and e["logit_sd"] >= 0
         # The bound is at least the model's own mean loss on the certification rows, recomputed by the suite
         # from the returned parameters (a wrong model, loss or split breaks it), and it is that mean + premium.
         assert e["certified_rows_loss"] == pytest.approx(e["empirical_risk"], abs=1e-4)
@@ -365,6 +365,7 @@ def test_radius_from_data_report_coverage(run):
             e["covered"], e["tightness"] = False, -0.5
     row = _radius_table("\n".join(gap_report.radius_section([s])))["label_noise"]
     assert row["coverage"] == f"{int(records[0]['covered'])}/2"
+    assert row["constant"] == f"{sum(e['logit_sd'] < gap_report.CONSTANT_SD for e in records.values())}/2"
 
 
 # -------------------------------------------------------------------------------- statistics and verdicts
