@@ -67,6 +67,7 @@ COLUMNS = {
     "C2ST AUC": "held-out AUC of a logistic regression telling real_val from synthetic_val (0.5: "
     "indistinguishable); quadratic: on the features and their squares.",
     "TSTR / TRTR": "real_val accuracy of a linear classifier trained on synthetic / on real data.",
+    "metric": "the scenario's primary metric (test), on which `vs ERM` compares.",
     "radius": "radius_from_data: the chi-square radius of the certificate, mean over seeds: the 95% upper "
     "confidence bound of the chi-square divergence between real_train and the synthetic rows (joint in (x, y)) "
     "combined with the statistical radius of the certification rows (calibrate.radius); in the library's "
@@ -475,6 +476,7 @@ def radius_section(outputs: list[dict]) -> list[str]:
         constant = sum(r["logit_sd"] < CONSTANT_SD for r in rec)
         rows.append([
             o["scenario"],
+            o["metric"],
             str(len(rec)),
             f"{np.mean([r['radius'] for r in rec]):.3g}",
             f"{np.mean([r['bound'] for r in rec]):.3f}",
@@ -486,8 +488,8 @@ def radius_section(outputs: list[dict]) -> list[str]:
             _diff_cell(b, RADIUS_METHOD),
         ])  # fmt: skip
     if rows:
-        header = ["scenario", "seeds", "radius", "bound", "real test loss", "coverage", "tightness", "constant",
-                  "(a) vs ERM", "(b) vs ERM"]  # fmt: skip
+        header = ["scenario", "metric", "seeds", "radius", "bound", "real test loss", "coverage", "tightness",
+                  "constant", "(a) vs ERM", "(b) vs ERM"]  # fmt: skip
         lines += _md(header, rows) + [""]
         n = sum(len(radius_records(o)) for o in ran)
         k = sum(bool(r["covered"]) for o in ran for r in radius_records(o))
