@@ -8,7 +8,8 @@
 
 Protocol (``robustlearn.benchmark.compare``). For each scenario variant and seed the data are drawn anew.
 Every method, ERM and the floor and ceiling included, trains every configuration of its grid (the same
-number for every method) with each learner: the linear model by ``robustlearn.train.fit_linear``, the MLP by
+number for every method; ``radius_from_data``, whose radius comes from the data, has one) with each learner:
+the linear model by ``robustlearn.train.fit_linear`` (``radius_from_data``: ``calibrate.fit_robust``), the MLP by
 ``robustlearn.train.Trainer`` (minibatches, weight decay, early stopping on the selection split). Each
 configuration is trained once; two selection rules pick one configuration per method:
 
