@@ -8,7 +8,8 @@
 
 Protocol (``robustlearn.benchmark.compare``). For each scenario variant and seed the data are drawn anew.
 Every method, ERM and the floor and ceiling included, trains every configuration of its grid (the same
-number for every method) with each learner: the linear model by ``robustlearn.train.fit_linear``, the MLP by
+number for every method; ``radius_from_data``, whose radius comes from the data, has one) with each learner:
+the linear model by ``robustlearn.train.fit_linear`` (``radius_from_data``: ``calibrate.fit_robust``), the MLP by
 ``robustlearn.train.Trainer`` (minibatches, weight decay, early stopping on the selection split). Each
 configuration is trained once; two selection rules pick one configuration per method:
 
@@ -217,6 +218,8 @@ class Fitter:
         data = training_data(spec, hyper, train, ctx)
         self.fits += 1
         try:
+            if spec.name == "radius_from_data":  # calibrate.fit_robust: one fit_linear, radius from real_train
+                return L.fit_radius_from_data(hyper, train, ctx.num_classes, ctx.seed)
             if self.learner == "linear":
                 return L.fit_linear_model(spec.kind, hyper, data, ctx.num_classes, cfg.shapes)
             selection = {r: ctx.splits[r] for r in RULES}
@@ -245,6 +248,12 @@ class Fitter:
             mass = _mass_on_flipped(self.logits(model, train["x"]), train, spec, hyper)
             if mass is not None:
                 extra["mass_on_flipped"] = mass
+        if isinstance(model, L.CertifiedLinearModel):  # the certificate against the real test loss
+            test = self.ctx.splits["test"]
+            logits = model.logits(test["x"])
+            loss, bound = float(L.per_example_losses(logits, test["y"]).mean()), model.record["bound"]
+            extra.update(model.record, real_test_loss=loss, covered=bool(loss <= bound + L.COVER_RTOL * abs(bound)),
+                         tightness=bound - loss, logit_sd=float(np.max(np.std(logits, axis=0))))  # fmt: skip
         if self.learner == "mlp" and model is not None:
             extra["best_epoch"] = model.best_epoch[self.rule]
             extra["epochs"] = model.epochs
@@ -442,7 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks run", description=__doc__.split("\n")[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="2 seeds, 2 configurations per method (default)")
+    mode.add_argument(
+        "--quick", action="store_true", help="2 seeds, 2 configurations per method (radius_from_data: 1) (default)"
+    )
     mode.add_argument("--full", action="store_true", help=">= 5 seeds, 6 configurations per method, full sizes")
     choices = sorted([*VARIANTS, CONTAMINATION])
     parser.add_argument("--scenario", action="append", choices=choices, metavar="NAME",

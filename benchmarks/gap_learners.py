@@ -1,5 +1,8 @@
 """The gap suite's two learners. Every fit goes through the library: ``fit_linear`` or ``Trainer``.
 
+(``radius_from_data`` trains its linear model by ``robustlearn.calibrate.fit_robust``, which calls
+``fit_linear`` once: :func:`fit_radius_from_data`.)
+
 - **linear**: a linear classifier (logistic loss for binary scenarios, softmax for multi-class ones) solved
   to high accuracy by :func:`robustlearn.train.fit_linear` for any Objective, with the L2 strength ``l2`` on
   the coefficients.
@@ -28,7 +31,7 @@ import numpy as np
 import optax
 
 import robustlearn as rl
-from robustlearn import objectives
+from robustlearn import calibrate, objectives
 
 # Group DRO of the linear learner is the exact full-batch worst group mean over the groups *present*; padding
 # the number of groups to this constant (absent ids count in no group) lets every scenario share one program.
@@ -175,6 +178,70 @@ def fit_linear_model(kind: str, hyper: Mapping[str, float], data: Data, num_clas
         raise FloatingPointError(f"fit_linear({obj.name}, l2={hyper['l2']}): non-finite objective")
     w = np.asarray(sol.params["w"], np.float64)[:d]
     return LinearModel(w, np.asarray(sol.params["b"], np.float64), binary)
+
+
+class CertifiedLinearModel(NamedTuple):
+    """A linear model trained by ``calibrate.fit_robust``, with its certificate's record (JSON-ready)."""
+
+    w: np.ndarray
+    b: np.ndarray
+    binary: bool
+    record: dict
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return LinearModel(self.w, self.b, self.binary).logits(x)
+
+
+RADIUS_KIND, RADIUS_CONFIDENCE = "chi_square", 0.95  # calibrate.fit_robust's defaults
+RADIUS_ESTIMATOR: Any = None  # the density-ratio estimator of the divergence; None: the library's default
+# The bound is computed in float32 (the suite's precision): a real test loss within this relative rounding of
+# the bound counts as covered (a near-constant model's loss equals its bound up to rounding).
+COVER_RTOL = 1e-6
+
+
+def fit_radius_from_data(hyper: Mapping[str, float], train: Mapping[str, np.ndarray], num_classes: int,
+                         seed: int) -> CertifiedLinearModel:  # fmt: skip
+    """``radius_from_data``: one ``calibrate.fit_robust`` on the synthetic rows of ``train`` with its real rows.
+
+    The real rows (``source == 0``, the scenario's small ``real_train`` set) only size the radius (the
+    upper confidence bound of the chi-square divergence between the joint rows (x, y), plus the statistical
+    part); the model trains on 75% of the synthetic rows at that radius and is certified on the other 25%.
+    The certified loss is the log loss (logistic for binary tasks, softmax otherwise), the loss of
+    :func:`classification_metrics`. ``record`` holds the certificate and the suite's own recomputation of
+    the mean log loss on the certification rows (``certified_rows_loss``).
+    """
+    source = np.asarray(train["source"])
+    syn, real = source > 0, source == 0
+    if not real.any():
+        raise ValueError("radius_from_data needs real rows (source 0) to size the radius")
+    x, y = np.asarray(train["x"], np.float64)[syn], np.asarray(train["y"])[syn]
+    rx, ry = np.asarray(train["x"], np.float64)[real], np.asarray(train["y"])[real]
+    binary = num_classes == 2
+    loss = "logistic" if binary else "softmax"
+    fit = calibrate.fit_robust(x, y, rx, ry, kind=RADIUS_KIND, confidence=RADIUS_CONFIDENCE, loss=loss,
+                               l2=float(hyper["l2"]), estimator=RADIUS_ESTIMATOR, seed=seed)  # fmt: skip
+    w, b = np.asarray(fit.params["w"], np.float64), np.asarray(fit.params["b"], np.float64)
+    cert, r = fit.certificate, fit.radius
+    held_out = np.setdiff1d(np.arange(len(y)), fit.train_index)
+    model = LinearModel(w, b, binary)
+    own = per_example_losses(model.logits(x[held_out]), y[held_out])
+    record = {
+        "bound": float(cert.bound),
+        "empirical_risk": float(cert.empirical_risk),
+        "premium": float(cert.premium),
+        "radius": float(r.total),
+        "radius_shift": float(r.shift),
+        "radius_statistical": float(r.statistical),
+        "train_radius": float(fit.train_radius.total),
+        "divergence_estimate": float(r.divergence.estimate) if r.divergence is not None else None,
+        "confidence": float(cert.confidence),
+        "kind": RADIUS_KIND,
+        "num_real": int(real.sum()),
+        "num_train": int(len(fit.train_index)),
+        "num_certify": int(len(held_out)),
+        "certified_rows_loss": float(own.mean()),
+    }
+    return CertifiedLinearModel(w, b, binary, record)
 
 
 # ------------------------------------------------------------------------------------------------------- MLP

@@ -9,6 +9,7 @@ import math
 import os
 import pathlib
 import re
+import sys
 
 import jax
 import numpy as np
@@ -18,13 +19,17 @@ from scipy import stats
 import robustlearn as rl
 from benchmarks import __main__ as cli
 from benchmarks import gap, gap_report
+from benchmarks import gap_learners as L
 from benchmarks import gap_methods as M
+from robustlearn import importance
+from robustlearn._src.training import linear as linear_module
 
 # One binary scenario with a real set (IW/source methods, flipped-label mass) and one with generations
 # (alpha estimated, the collapse plot); a few methods so that the run compiles few programs.
 TINY = ["label_noise", "model_collapse_mix"]
 TINY_CONTEXTS = [(seed, g) for seed in (0, 1) for g in (None,)] + [(seed, g) for seed in (0, 1) for g in (1, 5)]
-METHODS = "erm,source_mix,generation_weighted_est"  # ERM-kind objectives only: one program per learner and shape
+# ERM-kind objectives (one program per learner and shape) and radius_from_data (calibrate.fit_robust, linear).
+METHODS = "erm,source_mix,generation_weighted_est,radius_from_data"
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -40,11 +45,16 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gap")
     args = ["run", "--quick", "--seeds", "2", "--epochs", "1", "--methods", METHODS, "--no-contamination"]
     args += ["--out", str(out)] + [a for name in TINY for a in ("--scenario", name)]
-    calls = {"fit_linear": 0, "Trainer.fit": 0}
+    calls = {"fit_linear": 0, "Trainer.fit": 0, "fit_robust -> fit_linear": 0}
     fit_linear, trainer_fit = rl.train.fit_linear, rl.train.Trainer.fit
 
     def counted_fit_linear(*a, **k):
         calls["fit_linear"] += 1
+        return fit_linear(*a, **k)
+
+    def counted_inner_fit_linear(*a, **k):  # calibrate.fit_robust imports it from here when called
+        if sys._getframe(1).f_code.co_name == "fit_robust":  # not the density-ratio fits behind the radius
+            calls["fit_robust -> fit_linear"] += 1
         return fit_linear(*a, **k)
 
     def counted_trainer_fit(self, *a, **k):
@@ -54,6 +64,10 @@ def run(tmp_path_factory):
     err = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         mp.setattr(rl.train, "fit_linear", counted_fit_linear)
+        mp.setattr(linear_module, "fit_linear", counted_inner_fit_linear)
+        # radius_from_data's divergence with the logistic ratio model only: the default also compiles the
+        # quadratic and MLP candidates for every cross-fitting fold (about 10 s more); the path is the same.
+        mp.setattr(L, "RADIUS_ESTIMATOR", importance.ProbabilisticClassifier("logistic"))
         mp.setattr(rl.train.Trainer, "fit", counted_trainer_fit)
         assert cli.main(args) == 0
     return out, err.getvalue(), calls
@@ -124,7 +138,11 @@ def test_json_fields_rules_learners_and_grids(run):
     data = json.loads((out / "results.json").read_text())
     assert data["quick"] and data["seeds"] == [0, 1] and data["learners"] == ["linear", "mlp"]
     assert {"seconds", "cpu_seconds", "machine", "command", "grids", "mlp", "shapes"} <= set(data)
-    assert len({r["configurations"] for r in data["grids"]}) == 1  # the same budget for every method and learner
+    # The same budget for every method and learner, but radius_from_data (one configuration, linear only).
+    assert len({r["configurations"] for r in data["grids"] if r["method"] != "radius_from_data"}) == 1
+    assert [(r["learner"], r["configurations"]) for r in data["grids"] if r["method"] == "radius_from_data"] == [
+        ("linear", 1)
+    ]
     by_name = {s["scenario"]: s for s in data["scenarios"]}
     assert list(by_name) == TINY
     for s in data["scenarios"]:
@@ -260,7 +278,11 @@ def test_every_fit_goes_through_the_library(run):
     out, err, calls = run
     data = json.loads((out / "results.json").read_text())
     fits = {lrn: sum(s["fits"][lrn] for s in data["scenarios"]) for lrn in ("linear", "mlp")}
-    assert calls == {"fit_linear": fits["linear"], "Trainer.fit": fits["mlp"]} and min(fits.values()) > 0
+    # radius_from_data fits through calibrate.fit_robust, which calls fit_linear once (label_noise: 2 seeds).
+    certified = calls["fit_robust -> fit_linear"]
+    assert certified == 2
+    assert calls["fit_linear"] + certified == fits["linear"] and calls["Trainer.fit"] == fits["mlp"]
+    assert min(fits.values()) > 0
     # One training per configuration serves both selection rules: the fits are exactly the grids of the methods
     # that ran (each context), and rule (b) has a row for every method but the ceiling.
     for s in data["scenarios"]:
@@ -273,6 +295,77 @@ def test_every_fit_goes_through_the_library(run):
             a = [r for r in rows if r["rule"] == "real_val"]
             b = [r for r in rows if r["rule"] == "synthetic_val"]
             assert len(a) == len(b) + len(contexts) and all(r["method"] != "erm_real" for r in b)
+
+
+# ------------------------------------------------------------------------------------------ radius from data
+
+
+def _radius_rows(data: dict, scenario: str = "label_noise") -> list[dict]:
+    s = next(s for s in data["scenarios"] if s["scenario"] == scenario)
+    return [r for r in s["results"] if r["method"] == "radius_from_data"]
+
+
+def test_radius_from_data_records_and_certificate(run):
+    out, *_ = run
+    data = json.loads((out / "results.json").read_text())
+    rows = _radius_rows(data)
+    assert {(r["learner"], r["rule"], r["seed"]) for r in rows} == {
+        ("linear", rule, seed) for rule in gap.RULES for seed in (0, 1)
+    }  # linear only, both rules, every seed
+    by_seed: dict = {}
+    for r in rows:
+        e = r["extra"]
+        assert r["hyper"] == {"l2": 1e-3}
+        assert {"bound", "empirical_risk", "premium", "radius", "real_test_loss", "covered", "tightness",
+                "certified_rows_loss", "num_real", "num_certify"} <= set(e)  # fmt: skip
+        assert e["kind"] == "chi_square" and e["confidence"] == 0.95 and e["num_real"] > 0
+        # The certified loss is the evaluated loss: the log loss on real_test.
+        assert e["real_test_loss"] == pytest.approx(r["test"]["loss"], rel=1e-9)
+        assert e["tightness"] == pytest.approx(e["bound"] - e["real_test_loss"])
+        assert e["covered"] == (e["real_test_loss"] <= e["bound"] * (1 + L.COVER_RTOL)) and e["logit_sd"] >= 0
+        # The bound is at least the model's own mean loss on the certification rows, recomputed by the suite
+        # from the returned parameters (a wrong model, loss or split breaks it), and it is that mean + premium.
+        assert e["certified_rows_loss"] == pytest.approx(e["empirical_risk"], abs=1e-4)
+        assert e["bound"] >= e["certified_rows_loss"] - 1e-6 and e["premium"] >= 0
+        assert e["bound"] == pytest.approx(e["empirical_risk"] + e["premium"], abs=1e-6)
+        assert e["radius"] >= e["radius_statistical"] > 0
+        by_seed.setdefault(r["seed"], []).append(r)
+    for pair in by_seed.values():  # one configuration: both rules report the same model
+        assert pair[0]["test"] == pair[1]["test"] and pair[0]["extra"] == pair[1]["extra"]
+    collapse = next(s for s in data["scenarios"] if s["scenario"] == "model_collapse_mix")
+    assert collapse["skipped"]["linear"]["radius_from_data"] == "no real training rows"
+    assert collapse["skipped"]["mlp"]["radius_from_data"].startswith("mlp learner: not offered")
+
+
+def _radius_table(text: str) -> dict[str, dict[str, str]]:
+    section = text.split("Radius from data: certificate coverage and tightness\n", 1)[1].split("\n## ", 1)[0]
+    _, body = _table_rows(section)
+    return {r["scenario"]: r for r in body}
+
+
+def test_radius_from_data_report_coverage(run):
+    out, *_ = run
+    data = json.loads((out / "results.json").read_text())
+    text = (out / "report.md").read_text()
+    assert "\n## Radius from data: certificate coverage and tightness\n" in text
+    records = {r["seed"]: r["extra"] for r in _radius_rows(data) if r["rule"] == "real_val"}
+    row = _radius_table(text)["label_noise"]
+    k, n = (int(v) for v in row["coverage"].split("/"))
+    assert n == len(records) == int(row["seeds"]) and 0 <= k / n <= 1
+    assert k == sum(e["covered"] for e in records.values())
+    assert float(row["tightness"]) == pytest.approx(np.mean([e["tightness"] for e in records.values()]), abs=5e-4)
+    assert "model_collapse_mix (no real training rows)" in text.split("Radius from data", 1)[1]
+    assert "\n### Radius from data: certificate coverage and tightness\n" in gap_report.docs_section(data, str(out))
+    # Not vacuous: a seed whose real test loss exceeds its bound is counted as not covered.
+    s = json.loads(json.dumps(next(s for s in data["scenarios"] if s["scenario"] == "label_noise")))
+    for r in s["results"]:
+        if r["method"] == "radius_from_data" and r["seed"] == 1:
+            e = r["extra"]
+            e["real_test_loss"] = e["bound"] + 0.5
+            e["covered"], e["tightness"] = False, -0.5
+    row = _radius_table("\n".join(gap_report.radius_section([s])))["label_noise"]
+    assert row["coverage"] == f"{int(records[0]['covered'])}/2"
+    assert row["constant"] == f"{sum(e['logit_sd'] < gap_report.CONSTANT_SD for e in records.values())}/2"
 
 
 # -------------------------------------------------------------------------------- statistics and verdicts
@@ -354,8 +447,6 @@ def test_contamination_section_lists_every_verdict():
 def test_a_reused_trainer_fits_exactly_as_a_fresh_one():
     """The suite reuses one Trainer per program structure; each fit must equal that of a fresh Trainer."""
     import optax
-
-    from benchmarks import gap_learners as L
 
     rng = np.random.default_rng(0)
     n, d, rows, dims = 120, 5, 128, 8
