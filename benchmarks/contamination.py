@@ -666,7 +666,8 @@ def _fmt(m, h):
 
 
 def report(data: dict) -> str:
-    cfg = Config(**data["config"])
+    fields = {f.name for f in dataclasses.fields(Config)}  # (older runs stored fields since removed)
+    cfg = Config(**{k: v for k, v in data["config"].items() if k in fields})
     pac, means = data["pac"], data["means"]
     lines = [
         f"# Recursive contamination benchmark ({'quick' if cfg.quick else 'full'} run)",
@@ -822,9 +823,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="rounds T")
     parser.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)}")
     parser.add_argument("--part", choices=("all", "pac", "means", "alpha"), default="all")
+    parser.add_argument("--merge", nargs="+", metavar="DIR", help="merge earlier runs' pieces into --out (no run)")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.merge:
+        print(merge(args.out, args.merge, plot=not args.no_plots))
+        return 0
 
     def split(s, conv=str):
         return None if s is None else tuple(conv(v) for v in s.split(",") if v)
@@ -882,6 +887,49 @@ def write(data: dict, out_dir: str, plot: bool = True) -> str:
 
 def empty_pac() -> dict:
     return {"errors": {}, "alpha_hat": {}, "paths": {}, "teacher_agreement": {}, "seconds": {}, "trainer_mode": "-"}
+
+
+def merge(out_dir: str, sources: Sequence[str], plot: bool = True) -> str:
+    """Merges the PAC results of runs over disjoint (dataset, learner) pieces (e.g. ``--learners
+    linear`` and ``--learners mlp``, same alphas, seeds and rounds) into ``out_dir`` and rebuilds the
+    report and its verdicts from the union."""
+    runs = []
+    for src in sources:
+        with open(os.path.join(src, "contamination.json")) as f:
+            runs.append(json.load(f))
+    base = runs[0]
+    for key in ("alphas", "seeds", "rounds", "size", "methods", "l2"):
+        differ = [src for src, r in zip(sources, runs, strict=True) if r["config"][key] != base["config"][key]]
+        if differ:
+            raise ValueError(f"cannot merge runs with different `{key}`: {differ} differ from {sources[0]}")
+    pac = empty_pac()
+    cfg = dict(base["config"], datasets=[], learners=[])
+    for src, r in zip(sources, runs, strict=True):
+        for field in ("errors", "alpha_hat", "paths", "teacher_agreement", "seconds"):
+            clash = set(pac[field]) & set(r["pac"][field])
+            if clash:
+                raise ValueError(f"{src} repeats pieces already merged: {sorted(clash)}")
+            pac[field].update(r["pac"][field])
+        pac["trainer_mode"] = r["pac"]["trainer_mode"]
+        cfg["datasets"] += [d for d in r["config"]["datasets"] if d not in cfg["datasets"]]
+        cfg["learners"] += [k for k in r["config"]["learners"] if k not in cfg["learners"]]
+    means = next((r["means"] for r in runs if r["means"]["rows"]), base["means"])
+    alpha_rows = next((r["alpha_estimation"] for r in runs if r["alpha_estimation"]), [])
+    fields = {f.name for f in dataclasses.fields(Config)} - {"quick"}
+    config = make_config(
+        cfg["quick"], **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in fields}
+    )
+    data = {
+        "config": cfg,
+        "pac": pac,
+        "means": means,
+        "alpha_estimation": alpha_rows,
+        "verdicts": verdicts(pac, config),
+        "mean_verdicts": mean_verdicts(means) if means["rows"] else [],
+        "seconds": sum(r["seconds"] for r in runs),
+        "merged_from": list(sources),
+    }
+    return write(data, out_dir, plot=plot)
 
 
 def rebuild(out_dir: str, plot: bool = True) -> str:

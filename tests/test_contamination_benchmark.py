@@ -1,5 +1,7 @@
 """The contamination benchmark's bookkeeping: padding, verdicts of the predictions, the report (no training)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,37 @@ def test_report_renders_tables_and_intervals():
     assert "### adult, linear, alpha = 0.9" in text
     # Round 1: mean 11.0%, t(0.975, 1) * sd / sqrt(2) = 12.706 * 0.01414 / 1.414 = 12.7 points.
     assert "| 1 | 11.0 ± 12.7 |" in text
+
+
+def _piece(tmp_path, name, learner, errs):
+    cfg = bc.make_config(True, datasets=("adult",), learners=(learner,), alphas=(0.9,), rounds=4, seeds=(0, 1))
+    key = f"adult/{learner}/0.9"
+    pac = bc.empty_pac() | {"errors": {key: errs}, "paths": {f"adult/{learner}": {"fit_linear": 8}}}
+    data = {
+        "config": bc.dataclasses.asdict(cfg),
+        "pac": pac,
+        "means": {"rows": [], "reps": 0, "rounds": 0},
+        "alpha_estimation": [],
+        "verdicts": bc.verdicts(pac, cfg),
+        "mean_verdicts": [],
+        "seconds": 1.0,
+    }
+    bc.write(data, str(tmp_path / name), plot=False)
+    return str(tmp_path / name)
+
+
+def test_merge_joins_pieces_and_recomputes_verdicts(tmp_path):
+    flat = [[0.1, 0.1, 0.1, 0.1], [0.12, 0.12, 0.12, 0.12]]
+    falling = [[0.1, 0.08, 0.05, 0.03], [0.12, 0.1, 0.06, 0.04]]
+    a = _piece(tmp_path, "a", "linear", {"erm_pooled": flat})
+    b = _piece(tmp_path, "b", "mlp", {"erm_pooled": falling})
+    text = bc.merge(str(tmp_path / "out"), [a, b], plot=False)
+    assert "### adult, linear, alpha = 0.9" in text and "### adult, mlp, alpha = 0.9" in text
+    got = {
+        v["where"]: v["held"]
+        for v in json.loads((tmp_path / "out" / "contamination.json").read_text())["verdicts"]
+        if v["id"] == "P1"
+    }
+    assert got == {"adult/linear, alpha=0.9": True, "adult/mlp, alpha=0.9": False}
+    with pytest.raises(ValueError, match="repeats pieces"):
+        bc.merge(str(tmp_path / "again"), [a, a], plot=False)
