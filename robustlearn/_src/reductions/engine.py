@@ -18,8 +18,9 @@ Float32 is what users run, so the engine takes care of what float32 cannot hold:
 * Hyperparameters validated in float64 are cast with limits: a nonzero value below the
   smallest normal number becomes that number, a value above the largest finite number
   becomes that number (never 0 or inf, which would turn a valid input into NaN).
-* A range ``M - m`` that overflows (losses of +-3e38) is handled by scaling the losses by
-  1/2 inside every pass (exact), and the value back by 2.
+* Losses beyond 2^100 in size (+-3e38: their range overflows, and the reciprocal of the
+  range is below the smallest normal number) are scaled by a power of 2 inside every
+  pass (exact), and the value back.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ SUBSAMPLE = SUBSAMPLE_LEVELS[0]
 UNROLLED_STEPS = 6
 
 _LOOP_FREE: bool | None = None
+_LEVELS: tuple[int, ...] | None = None
 _SALTS = itertools.count(1)
 
 
@@ -61,6 +63,22 @@ def loop_free() -> bool:
     if _LOOP_FREE is not None:
         return _LOOP_FREE
     return jax.default_backend() != "cpu"
+
+
+@contextlib.contextmanager
+def subsample_levels(levels: tuple[int, ...]):
+    """Context manager setting the subsample levels (tests use tiny levels to reach the
+    subsample-started paths with small vectors, on either path). Part of the compilation
+    cache key. Without it: :data:`SUBSAMPLE_LEVELS` on the loop path, none on the
+    loop-free path (on an accelerator a pass costs a kernel launch whatever its length, so
+    subsamples save nothing; the full vector is solved from the analytic start)."""
+    global _LEVELS
+    old = _LEVELS
+    _LEVELS = tuple(levels)
+    try:
+        yield
+    finally:
+        _LEVELS = old
 
 
 @contextlib.contextmanager
@@ -89,15 +107,18 @@ class Data:
         weighted: whether ``p`` is an array.
         n: the static length.
         M, m: support maximum and minimum (0 when the problem is not well posed).
-        scale: 1, or 1/2 when ``M - m`` overflows; every pass uses ``scale * l``.
+        scale: 1, or the power of 2 that brings ``max(|M|, |m|)`` below 2^100 (or, when it
+            is below 2^-100, up to ``[1/2, 1)``); every pass uses ``scale * l``.
         R: ``scale * (M - m)``, or 1 when every loss is equal.
         ok: finite losses on a non-empty support.
         unroll: steps of the loop-free path (0: loops).
     """
 
-    def __init__(self, losses, p, weighted, n, M, m, scale, R, ok, unroll):
+    def __init__(self, losses, p, weighted, n, M, m, scale, R, ok, unroll, levels=()):
         self.losses, self.p, self.weighted, self.n = losses, p, weighted, n
         self.M, self.m, self.scale, self.R, self.ok, self.unroll = M, m, scale, R, ok, unroll
+        self.levels = levels
+        self.fallback = True  # False on subsamples: a loop-free start needs no loop behind it
         self.Ms = M * scale
 
     @property
@@ -158,7 +179,10 @@ class Data:
             p = jnp.where(mass > 0, p / jnp.where(mass > 0, mass, 1), 1.0 / count)
         else:
             p = jnp.asarray(1.0 / count, self.dtype)
-        return Data(self.losses[idx], p, self.weighted, count, self.M, self.m, self.scale, self.R, self.ok, self.unroll)
+        args = (self.M, self.m, self.scale, self.R, self.ok, self.unroll, self.levels)
+        sub = Data(self.losses[idx], p, self.weighted, count, *args)
+        sub.fallback = False
+        return sub
 
 
 def _max_min(x):
@@ -171,7 +195,7 @@ def _max_min(x):
     )
 
 
-def _data(losses, w, unroll):
+def _data(losses, w, unroll, levels=()):
     """The :class:`Data` of one 1-D problem and the flags ``(finite, empty)``."""
     n = losses.shape[0]
     dtype = losses.dtype
@@ -193,11 +217,21 @@ def _data(losses, w, unroll):
     ok = finite & ~empty
     M = jnp.where(ok, M, 0)
     m = jnp.where(ok, m, 0)
-    spread = M - m
-    scale = jnp.where(jnp.isfinite(spread), 1, 0.5).astype(dtype)
+    # Losses beyond 2^100 in size are scaled by a power of 2 that brings them below it:
+    # exact, and it keeps M - m finite and 1/(M - m) normal (XLA divides by multiplying by
+    # the reciprocal, which the CPU flushes to 0 below the smallest normal number).
+    big = jnp.maximum(jnp.abs(M), jnp.abs(m))
+    _, exponent = jnp.frexp(big)
+    limit = 100
+    # Losses all below 2^-100 in size are scaled up by a power of 2 to [1/2, 1): the difference
+    # of two such floats may be subnormal (flushed to 0 on CPU), which would hide an order.
+    one = jnp.ones((), dtype)
+    up = (big < 2.0**-limit) & (big > 0)
+    scale = jnp.where(big > 2.0**limit, jnp.ldexp(one, limit - exponent), jnp.where(up, jnp.ldexp(one, -exponent), 1))
+    scale = scale.astype(dtype)
     R = M * scale - m * scale
     R = jnp.where(R > 0, R, 1)
-    return Data(losses, p, w is not None, n, M, m, scale, R, ok, unroll), finite, empty
+    return Data(losses, p, w is not None, n, M, m, scale, R, ok, unroll, levels), finite, empty
 
 
 class LegacyKernel:
@@ -230,7 +264,7 @@ def as_kernel(kernel):
     return kernel if hasattr(kernel, "solve") else LegacyKernel(kernel)
 
 
-def _solve(kernel, unroll: int, want_weights: bool, losses, w, *hyper):
+def _solve(kernel, unroll: int, levels, want_weights: bool, losses, w, *hyper):
     """Value (and weights) for one 1-D loss vector (compute dtype)."""
     hyper = kernel.prepare(*hyper)
     if w is None and hasattr(kernel, "solve_plain"):
@@ -242,7 +276,7 @@ def _solve(kernel, unroll: int, want_weights: bool, losses, w, *hyper):
             return value, None
         q = jnp.full(losses.shape, 1.0 / losses.shape[0], losses.dtype)
         return value, jnp.where(finite, q, jnp.nan)
-    d, finite, empty = _data(losses, w, unroll)
+    d, finite, empty = _data(losses, w, unroll, levels)
     value, aux = kernel.solve(d, *hyper)
     # Every reduction lies between the smallest and largest loss; the clip only
     # removes rounding (all-equal losses then return that loss exactly).
@@ -256,16 +290,16 @@ def _solve(kernel, unroll: int, want_weights: bool, losses, w, *hyper):
     return value, q
 
 
-def _value_fn(kernel, unroll: int):
+def _value_fn(kernel, unroll: int, levels):
     """1-D value with the Danskin derivative d value / d losses = q (one solve for both)."""
 
     @jax.custom_jvp
     def value(losses, w, *hyper):
-        return _solve(kernel, unroll, False, losses, w, *hyper)[0]
+        return _solve(kernel, unroll, levels, False, losses, w, *hyper)[0]
 
     @value.defjvp
     def value_jvp(primals, tangents):
-        v, q = _solve(kernel, unroll, True, *primals)
+        v, q = _solve(kernel, unroll, levels, True, *primals)
         return v, jnp.sum(q * tangents[0])
 
     return value
@@ -286,14 +320,23 @@ def _cast(h, dtype):
 
 
 @functools.cache
-def _compiled(kernel, n_hyper: int, want_weights: bool, axes: tuple[int, ...], ndim: int, weighted: bool, unroll: int):
+def _compiled(
+    kernel,
+    n_hyper: int,
+    want_weights: bool,
+    axes: tuple[int, ...],
+    ndim: int,
+    weighted: bool,
+    unroll: int,
+    levels: tuple[int, ...],
+):
     """The jitted reduction (or its weights) over ``axes``, batched over the other axes."""
     k = as_kernel(kernel)
     if want_weights:
-        fn = lambda *args: _solve(k, unroll, True, *args)[1]  # noqa: E731
+        fn = lambda *args: _solve(k, unroll, levels, True, *args)[1]  # noqa: E731
         out_core = "->(n)"
     else:
-        fn = _value_fn(k, unroll)
+        fn = _value_fn(k, unroll, levels)
         out_core = "->()"
     w_core = "(n)" if weighted else "()"
     signature = "(n)," + w_core + ",()" * n_hyper + out_core
@@ -353,9 +396,21 @@ def run(kernel: Kernel, losses, hyper, *, weights, where, axis, want_weights: bo
     for _, h_ok in hyper:
         ok = ok & h_ok
     values = tuple(v for v, _ in hyper)
-    unroll = UNROLLED_STEPS if loop_free() else 0
-    fn = _compiled(kernel, len(hyper), want_weights, axes, losses.ndim, weights is not None, unroll)
+    free = loop_free()
+    unroll = UNROLLED_STEPS if free else 0
+    levels = _LEVELS if _LEVELS is not None else (() if free else SUBSAMPLE_LEVELS)
+    fn = _compiled(kernel, len(hyper), want_weights, axes, losses.ndim, weights is not None, unroll, levels)
     return fn(losses, weights, ok, *values)
 
 
-__all__ = ["SUBSAMPLE", "SUBSAMPLE_LEVELS", "Data", "Kernel", "as_kernel", "force_loop_free", "loop_free", "run"]
+__all__ = [
+    "SUBSAMPLE",
+    "SUBSAMPLE_LEVELS",
+    "Data",
+    "Kernel",
+    "as_kernel",
+    "force_loop_free",
+    "loop_free",
+    "run",
+    "subsample_levels",
+]

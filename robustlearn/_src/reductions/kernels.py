@@ -26,12 +26,13 @@ dual (see each kernel).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from robustlearn._src.reductions import engine as _engine
-from robustlearn._src.reductions.engine import SUBSAMPLE_LEVELS
-from robustlearn._src.reductions.rootfind import increasing_root, newton
+from robustlearn._src.reductions.rootfind import Root, increasing_root, newton
 
 # ------------------------------------------------------------------------- helpers
 
@@ -45,6 +46,17 @@ def _step(y, s=None):
     big = 2.0 ** (jnp.finfo(y.dtype).maxexp - 2)  # 2^126: maps every positive normal y to >= 1
     zero, one = (0.0, 1.0) if s is None else (s(0.0), s(1.0))
     return jnp.minimum(jnp.maximum(y * big, zero), one)
+
+
+def _gt(a, b, s=None):
+    """``1`` where ``a > b`` and ``0`` elsewhere, by a comparison (exact for any floats).
+
+    :func:`_step` of the difference is not: two distinct floats below ``2^(mantissa)``
+    times the smallest normal number may differ by a subnormal amount, which the CPU
+    flushes to 0. The losses' order (CVaR/TV counting passes) uses this.
+    """
+    zero, one = (0.0, 1.0) if s is None else (s(0.0), s(1.0))
+    return jnp.where(a > b, one, zero)
 
 
 def _branch(d, pred, if_true, if_false, *args):
@@ -65,6 +77,12 @@ def _mean_var(d):
     z, s = d.fresh(mu)
     var = d.E(jnp.square(z - s(mu)))
     return mu, var
+
+
+def _newton(d, evaluate, derivative, x0, lo, hi, trust=True):
+    """:func:`newton` to float precision with the options of ``d`` (loop-free path, fallback)."""
+    options = {"ok": d.ok, "trust": trust, "unrolled": d.unroll, "fallback": d.fallback}
+    return newton(evaluate, derivative, x0, lo, hi, tol=_tol(d.dtype), **options)
 
 
 def _log_bracket(dtype):
@@ -153,7 +171,8 @@ class KlPenaltyKernel:
         tiny = jnp.finfo(d.dtype).tiny
         lam = jnp.maximum(lam, tiny)
         beta = (d.R / lam) / d.scale  # = (M - m) / lam, standardized inverse temperature
-        return jnp.minimum(beta, jnp.finfo(d.dtype).max)
+        # beta below 2^-100: the value is the mean to 2^-100 of the range (no 0/0).
+        return jnp.clip(beta, 2.0**-100, jnp.finfo(d.dtype).max)
 
     def solve(self, d, lam):
         beta = self._beta(d, lam)
@@ -170,7 +189,7 @@ class KlPenaltyKernel:
 def _levels(d):
     """The chain of strided subsamples (smallest first) that start a full-data solve."""
     subs = []
-    for size in SUBSAMPLE_LEVELS:
+    for size in d.levels:
         if 8 * size <= d.n:
             subs.append(d.subsample(size))
     return subs
@@ -189,8 +208,38 @@ def _start_by_subsamples(d, root, analytic):
         return analytic(d)
     x = analytic(subs[0])
     for sub in subs:
-        x, _ = root(sub, x)
+        x = root(sub, x).x
     return x
+
+
+def _solution(root: Root, tol, dual, primal):
+    """The value and what the weights pass needs, from a :class:`Root` of a dual.
+
+    The value is the *dual* objective at the last point: an upper bound that is exact to
+    second order in the error of the root (the dual is stationary there), and that stays
+    exact where the primal weights cannot be represented (Cressie--Read with large ``k``:
+    the weight of an example at the shift is ``x^a`` for an ``x`` below the smallest
+    float). The weights are the primal solution at the last point or, when the two sides
+    of the root are both known and close (always when the bracket closed on a jump), the
+    mixture ``(1 - theta) q_low + theta q_high`` whose mean loss equals the value: the
+    fraction of the mass of the examples at the jump (as CVaR's boundary example).
+
+    Returns ``(vz, (use_mix, theta, final, low, high))`` with each point ``(x, extras)``.
+    """
+    use, _ = root.blend(tol)
+    (x_lo, _, e_lo), (x_hi, _, e_hi) = root.low, root.high
+    vz = dual(root.x, root.extras)
+    v_lo, v_hi = primal(x_lo, e_lo), primal(x_hi, e_hi)
+    den = v_hi - v_lo
+    theta = jnp.clip(jnp.where(den != 0, (vz - v_lo) / jnp.where(den != 0, den, 1), 0), 0, 1)
+    return vz, (use, theta, (root.x, root.extras), (x_lo, e_lo), (x_hi, e_hi))
+
+
+def _mixed(sol, fn):
+    """``fn(x, extras)`` at the solution: the last point, or the mixture of the two sides."""
+    use, theta, final, low, high = sol
+    mix = jax.tree.map(lambda a, b: (1 - theta) * a + theta * b, fn(*low), fn(*high))
+    return jax.tree.map(lambda a, b: jnp.where(use, a, b), mix, fn(*final))
 
 
 # ------------------------------------------------------------------------------- KL
@@ -268,8 +317,7 @@ class KlKernel:
             return beta * beta * jnp.maximum(c / a - eq * eq, 0)
 
         lo, hi = _log_bracket(d.dtype)
-        u, ab, _ = newton(evaluate, derivative, u0, lo, hi, tol=_tol(d.dtype), ok=d.ok, unrolled=d.unroll)
-        return u, ab
+        return _newton(d, evaluate, derivative, u0, lo, hi)
 
     @staticmethod
     def _analytic(rho):
@@ -286,23 +334,32 @@ class KlKernel:
 
         def root(_):
             u0 = _start_by_subsamples(d, lambda sub, x: self._root(sub, rho, x), self._analytic(rho))
-            u, (a, b) = self._root(d, rho, u0)
-            return b / a, (jnp.exp(u), a)
+
+            # Dual value (rho + log A) / beta; primal E_q z = B / A.
+            def dual(u, ab):
+                a, b = ab
+                log_a = jnp.where(jnp.exp(u) <= 1, jnp.log1p(a - 1), jnp.log(a))
+                return (rho + log_a) / jnp.exp(u)
+
+            return _solution(self._root(d, rho, u0), _tol(d.dtype), dual, lambda u, ab: ab[1] / ab[0])
 
         def keep(_):
-            return vz_exp, (mu, sigma)
+            zero = jnp.zeros_like(rho)
+            point = (zero, (mu, sigma))
+            return vz_exp, (jnp.asarray(False), zero, point, point, point)
 
-        vz, aux = _branch(d, use, keep, root, None)
-        return d.value(vz), (use,) + tuple(aux)
+        vz, sol = _branch(d, use, keep, root, None)
+        return d.value(vz), (use, mu, sigma, sol)
 
     def weights(self, d, aux, rho):
-        use, beta_or_mu, a_or_sigma = aux
+        use, mu, sigma, sol = aux
+        z = d.z()
 
         def tilt(_):
-            return d.p * jnp.exp(beta_or_mu * d.z()) / a_or_sigma
+            return _mixed(sol, lambda u, ab: d.p * jnp.exp(jnp.exp(u) * z) / ab[0])
 
         def linear(_):
-            return _linear_weights(d, rho, beta_or_mu, a_or_sigma)
+            return _linear_weights(d, rho, mu, sigma)
 
         return jnp.broadcast_to(_branch(d, use, linear, tilt, None), d.shape)
 
@@ -354,7 +411,9 @@ class CressieReadKernel:
     def _kappa(k, dtype):
         # k - 1 >= eps^2/16: k validated > 1 in float64 may round to 1 in float32, and
         # below that gap the value differs from the limit by O(eps^2) of the range.
-        return jnp.maximum(k - 1, jnp.finfo(dtype).eps ** 2 / 16)
+        # and k - 1 <= 1/(16 tiny), so that a = 1/(k - 1) stays a normal number.
+        fi = jnp.finfo(dtype)
+        return jnp.clip(k - 1, fi.eps**2 / 16, 1 / (16 * fi.tiny))
 
     @staticmethod
     def _log_power(z, t, a, s=None):
@@ -404,8 +463,8 @@ class CressieReadKernel:
         log_eps = jnp.log(d.eps)
         lo = 2 * log_eps - jnp.log1p(a)
         hi = -2 * log_eps
-        log_t, nb, _ = newton(evaluate, derivative, s0, lo, hi, tol=_tol(d.dtype), ok=d.ok, unrolled=d.unroll)
-        return log_t, nb
+        # x^a has an unbounded slope at x = 0 when a < 1 (k > 2): no Newton-step stop there.
+        return _newton(d, evaluate, derivative, s0, lo, hi, trust=a >= 1)
 
     @staticmethod
     def _analytic(rho, a):
@@ -426,24 +485,33 @@ class CressieReadKernel:
 
         def root(_):
             s0 = _start_by_subsamples(d, lambda sub, x: self._root(sub, lc, a, x), self._analytic(rho, a))
-            log_t, (n, b) = self._root(d, lc, a, s0)
-            return b / n, (jnp.exp(log_t), n)
+
+            # Dual value (c D^(1/(a+1)) - 1) / t with D = N + t B; primal E_q z = B / N.
+            def dual(log_t, nb):
+                n, b = nb
+                t = jnp.exp(log_t)
+                return jnp.expm1(lc / (a + 1) + jnp.log1p((n - 1) + t * b) / (a + 1)) / t
+
+            return _solution(self._root(d, lc, a, s0), _tol(d.dtype), dual, lambda log_t, nb: nb[1] / nb[0])
 
         def keep(_):
-            return vz_exp, (mu, sigma)
+            zero = jnp.zeros_like(rho)
+            point = (zero, (mu, sigma))
+            return vz_exp, (jnp.asarray(False), zero, point, point, point)
 
-        vz, aux = _branch(d, use, keep, root, None)
-        return d.value(vz), (use,) + tuple(aux)
+        vz, sol = _branch(d, use, keep, root, None)
+        return d.value(vz), (use, mu, sigma, sol)
 
     def weights(self, d, aux, rho, k):
-        use, t_or_mu, n_or_sigma = aux
+        use, mu, sigma, sol = aux
         a = 1 / self._kappa(k, d.dtype)
+        z = d.z()
 
         def power(_):
-            return d.p * jnp.exp(self._log_power(d.z(), t_or_mu, a)) / n_or_sigma
+            return _mixed(sol, lambda log_t, nb: d.p * jnp.exp(self._log_power(z, jnp.exp(log_t), a)) / nb[0])
 
         def linear(_):
-            return _linear_weights(d, rho, t_or_mu, n_or_sigma)
+            return _linear_weights(d, rho, mu, sigma)
 
         return jnp.broadcast_to(_branch(d, use, linear, power, None), d.shape)
 
@@ -502,8 +570,7 @@ class ChiSquareKernel:
             return -(n_s / n - dr / (1 + r))
 
         lo, hi = _log_bracket(d.dtype)
-        log_t, nb, _ = newton(evaluate, derivative, s0, lo, hi, tol=_tol(d.dtype), ok=d.ok, unrolled=d.unroll)
-        return log_t, nb
+        return _newton(d, evaluate, derivative, s0, lo, hi)
 
     @staticmethod
     def _analytic(rho):
@@ -525,7 +592,9 @@ class ChiSquareKernel:
         lc = jnp.log1p(2 * rho)
 
         def closed_form(_):
-            return mu + r2 * sigma, (jnp.asarray(True), mu, sigma)
+            zero = jnp.zeros_like(rho)
+            point = (zero, (mu, sigma))
+            return mu + r2 * sigma, (jnp.asarray(False), zero, point, point, point)
 
         def root(_):
             subs = _levels(d)
@@ -534,25 +603,37 @@ class ChiSquareKernel:
             else:
                 tiny = jnp.finfo(d.dtype).tiny
                 s0 = jnp.log(jnp.maximum(r2, tiny) / (jnp.maximum(sigma, tiny) - mu * r2))
-            log_t, (n, b) = self._root(d, lc, s0)
-            return b / n, (jnp.asarray(False), jnp.exp(log_t), n)
 
-        vz, aux = _branch(d, closed, closed_form, root, None)
-        return d.value(vz), aux
+            # Dual value (c sqrt(D) - 1) / t with D = N + t B, c = sqrt(1 + 2 rho); primal B / N.
+            def dual(log_t, nb):
+                n, b = nb
+                t = jnp.exp(log_t)
+                return jnp.expm1((lc + jnp.log1p((n - 1) + t * b)) / 2) / t
+
+            return _solution(self._root(d, lc, s0), _tol(d.dtype), dual, lambda log_t, nb: nb[1] / nb[0])
+
+        vz, sol = _branch(d, closed, closed_form, root, None)
+        return d.value(vz), (closed, mu, sigma, sol)
 
     def weights(self, d, aux, rho):
-        closed, a1, a2 = aux
+        closed, mu, sigma, sol = aux
+        z = d.z()
 
         def linear(_):
-            return _linear_weights(d, rho, a1, a2)
+            return _linear_weights(d, rho, mu, sigma)
 
         def clipped(_):
-            return d.p * jnp.maximum(1 + d.z() * a1, 0) / a2
+            return _mixed(sol, lambda log_t, nb: d.p * jnp.maximum(1 + z * jnp.exp(log_t), 0) / nb[0])
 
         return jnp.broadcast_to(_branch(d, closed, linear, clipped, None), d.shape)
 
 
 # ------------------------------------------------------------------ chi-square penalty
+
+
+class _AsRoot(NamedTuple):
+    x: jax.Array
+    extras: jax.Array
 
 
 class ChiSquarePenaltyKernel:
@@ -591,8 +672,8 @@ class ChiSquarePenaltyKernel:
             return d.E(_step(z - s(c), s))
 
         lo, hi = -jnp.ones_like(c0), jnp.zeros_like(c0)
-        c, s1, _ = newton(evaluate, derivative, c0, lo, hi, tol=_tol(d.dtype), ok=d.ok, unrolled=d.unroll)
-        return c, s1
+        root = _newton(d, evaluate, derivative, c0, lo, hi)
+        return root.x, root.extras
 
     def solve(self, d, lam):
         lam_z = self._lam_z(d, lam)
@@ -606,7 +687,7 @@ class ChiSquarePenaltyKernel:
             def analytic(sub):
                 return jnp.maximum(sub.E(sub.z()) - lam_z, -1)
 
-            c0 = _start_by_subsamples(d, lambda sub, x: self._root(sub, lam_z, x), analytic)
+            c0 = _start_by_subsamples(d, lambda sub, x: _AsRoot(*self._root(sub, lam_z, x)), analytic)
             if not _levels(d):
                 c0 = jnp.maximum(mu - lam_z, -1)
             c, s1 = self._root(d, lam_z, c0)
@@ -684,7 +765,7 @@ def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
     order of the floats every third step (at most 32 or 64 of those reach adjacent
     floats), and, once the bracket holds at most 8 examples' mass, the largest support
     value ``<= hi`` and the smallest ``> lo`` (one pass each), which close it exactly.
-    Every pass is one fused sum, ``C(t) = E_p min(max((y - t) 2^126, 0), 1)``.
+    Every pass is one fused sum, ``C(t) = E_p [y > t]``.
 
     Returns ``(lo, hi, C(lo), C(hi), S(lo), S(hi))`` with :math:`S(t) = E_p (y - t)_+`.
     """
@@ -698,7 +779,7 @@ def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
 
     def count(t):
         yt, s = y(t)
-        return d.E(_step(yt - s(t), s))
+        return d.E(_gt(yt, s(t), s))
 
     one = jnp.ones((), dtype)
     zero = jnp.zeros((), dtype)
@@ -722,8 +803,8 @@ def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
         lo, hi = args
         (y1, s1), (y2, s2) = y(hi), y(lo)
         # The largest support y <= hi and the smallest > lo (the others are pushed past the ends).
-        top = jnp.max(y1 - s1(2 * width + 1) * _step(y1 - s1(hi), s1))
-        bottom = jnp.min(y2 + s2(2 * width + 1) * (s2(1.0) - _step(y2 - s2(lo), s2)))
+        top = jnp.max(y1 - s1(2 * width + 1) * _gt(y1, s1(hi), s1))
+        bottom = jnp.min(y2 + s2(2 * width + 1) * (s2(1.0) - _gt(y2, s2(lo), s2)))
         single = bottom >= top
         return jnp.where(single, jnp.maximum(_below(top), lo), lo), jnp.minimum(top, hi)
 
@@ -756,7 +837,8 @@ def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
     if d.unroll:
         for _ in range(d.unroll):
             state = keep_if_done(state)
-        state = jax.lax.cond(state[5], lambda s: s, lambda s: jax.lax.while_loop(cond, body, s), state)
+        if d.fallback:
+            state = jax.lax.cond(state[5], lambda s: s, lambda s: jax.lax.while_loop(cond, body, s), state)
     else:
         state = jax.lax.while_loop(cond, body, state)
     lo, hi, c_lo, c_hi, _, _ = state
@@ -796,8 +878,8 @@ def _tail_value(alpha, lo, hi, c_lo, c_hi, s_lo, s_hi):
 
 def _tail_fraction(y, lo, hi, theta):
     """The allocation of :func:`_tail` as a fraction of ``p`` (in ``[0, 1]``)."""
-    upper = _step(y - hi)
-    return upper + theta * (_step(y - lo) - upper)
+    upper = _gt(y, hi)
+    return upper + theta * (_gt(y, lo) - upper)
 
 
 class CvarKernel:
@@ -853,7 +935,7 @@ class TvKernel:
         cvar_y, theta = _tail_value(alpha, lo, hi, c_lo, c_hi, s_lo, s_hi)
         vz = mu + rho * (d.Ms + cvar_y) / d.R
         zero = (lo - lo) * (next(_engine._SALTS) % 2**20 + 1)
-        top = d.E(_step(d.losses * (d.scale + zero) - (_below(d.Ms) + zero)))  # mass at the maximum
+        top = d.E(_gt(d.losses * (d.scale + zero), _below(d.Ms) + zero))  # mass at the maximum
         return d.value(vz), (lo, hi, theta, top)
 
     def weights(self, d, aux, radius):
@@ -863,7 +945,7 @@ class TvKernel:
         alpha = jnp.maximum(rho, jnp.finfo(dtype).tiny)
         y = d.losses * d.scale
         removed = d.p * _tail_fraction(-y, lo, hi, theta) * (rho / alpha)  # rho / alpha: 1, or 0 at rho = 0
-        at_max = _step(y - _below(d.Ms))
+        at_max = _gt(y, _below(d.Ms))
         return d.p - removed + rho * d.p * at_max / top
 
 
