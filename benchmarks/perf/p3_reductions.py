@@ -71,7 +71,10 @@ def main(argv=None):
     sizes = [n for n in (10**e for e in range(3, 9)) if args.min_n <= n <= args.max_n]
     red = reductions()
     fns = {"mean": jax.jit(jnp.mean), "lse": jax.jit(jax.nn.logsumexp)}
-    fns |= {"mean+grad": jax.jit(jax.value_and_grad(jnp.mean)), "lse+grad": jax.jit(jax.value_and_grad(jax.nn.logsumexp))}
+    fns |= {
+        "mean+grad": jax.jit(jax.value_and_grad(jnp.mean)),
+        "lse+grad": jax.jit(jax.value_and_grad(jax.nn.logsumexp)),
+    }
     for name, (_, fn) in red.items():
         fns[name] = jax.jit(fn)
         fns[name + "+grad"] = jax.jit(jax.value_and_grad(fn))
