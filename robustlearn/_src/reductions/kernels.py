@@ -59,6 +59,14 @@ def _gt(a, b, s=None):
     return jnp.where(a > b, one, zero)
 
 
+def _renormalized(q):
+    """``q / sum(q)``: weights whose terms cancel (``1 + z t`` or ``z - c`` near 0) are
+    rounded differently in the weights pass than in the pass that computed their sum (XLA
+    may contract ``1 + z t`` into a fused multiply-add in one and not the other), which can
+    leave their sum off 1 by many ulps; one more pass makes it a distribution again."""
+    return q / jnp.sum(q)
+
+
 def _branch(d, pred, if_true, if_false, *args):
     """``lax.cond`` on a scalar; both branches and a select on the loop-free path.
 
@@ -270,7 +278,7 @@ def _expansion(d, rho):
 def _linear_weights(d, rho, mu, sigma):
     """:math:`q = p(1 + \\sqrt{2\\rho}(z - \\mu)/\\sigma)`, the weights of the expansion (its gradient)."""
     safe = jnp.where(sigma > 0, sigma, 1)
-    return d.p * (1 + jnp.sqrt(2 * rho) * (d.z() - mu) / safe)
+    return _renormalized(jnp.broadcast_to(d.p * (1 + jnp.sqrt(2 * rho) * (d.z() - mu) / safe), d.shape))
 
 
 class KlKernel:
@@ -306,10 +314,10 @@ class KlKernel:
             a, log_a = _tilt_sums(d, beta)
             z, s = d.fresh(u)
             b = d.E(z * jnp.exp(s(beta) * z))
-            return beta * (b / a) - log_a - rho, (a, b)
+            return beta * (b / a) - log_a - rho, (a, b, log_a)
 
         def derivative(u, ab):
-            a, b = ab
+            a, b = ab[0], ab[1]
             beta = jnp.exp(u)
             z, s = d.fresh(u)
             c = d.E(z * z * jnp.exp(s(beta) * z))
@@ -335,17 +343,16 @@ class KlKernel:
         def root(_):
             u0 = _start_by_subsamples(d, lambda sub, x: self._root(sub, rho, x), self._analytic(rho))
 
-            # Dual value (rho + log A) / beta; primal E_q z = B / A.
+            # Dual value (rho + log A) / beta with log A as the evaluation computed it (by
+            # log1p of E expm1 for beta <= 1: A - 1 from A would lose eps/beta); primal B / A.
             def dual(u, ab):
-                a, b = ab
-                log_a = jnp.where(jnp.exp(u) <= 1, jnp.log1p(a - 1), jnp.log(a))
-                return (rho + log_a) / jnp.exp(u)
+                return (rho + ab[2]) / jnp.exp(u)
 
             return _solution(self._root(d, rho, u0), _tol(d.dtype), dual, lambda u, ab: ab[1] / ab[0])
 
         def keep(_):
             zero = jnp.zeros_like(rho)
-            point = (zero, (mu, sigma))
+            point = (zero, (mu, sigma, zero))
             return vz_exp, (jnp.asarray(False), zero, point, point, point)
 
         vz, sol = _branch(d, use, keep, root, None)
@@ -430,23 +437,23 @@ class CressieReadKernel:
             def small(t):
                 z, s = d.fresh(t)
                 n1 = d.E(jnp.expm1(cls._log_power(z, s(t), s(a), s)))
-                return 1 + n1, jnp.log1p(n1)
+                return 1 + n1, jnp.log1p(n1), n1
 
             def large(t):
                 z, s = d.fresh(t)
                 n = d.E(jnp.exp(cls._log_power(z, s(t), s(a), s)))
-                return n, jnp.log(n)
+                return n, jnp.log(n), n - 1
 
             # x >= 1 - t: for t <= 1/2 and a t <= 1/2 every x^a >= 1/2 and N - 1 is the
-            # accurate quantity.
-            n, log_n = _branch(d, (t <= 0.5) & (a * t <= 0.5), small, large, t)
+            # accurate quantity (kept: the dual value needs it to eps of itself).
+            n, log_n, n1 = _branch(d, (t <= 0.5) & (a * t <= 0.5), small, large, t)
             z, s = d.fresh(t)
             b = d.E(z * jnp.exp(cls._log_power(z, s(t), s(a), s)))
             r = t * b / n
-            return -(lc + log_n - a * jnp.log1p(r)), (n, b)
+            return -(lc + log_n - a * jnp.log1p(r)), (n, b, n1)
 
         def derivative(log_t, nb):
-            n, b = nb
+            n, b = nb[0], nb[1]
             t = jnp.exp(log_t)
 
             def moment(power):
@@ -488,15 +495,15 @@ class CressieReadKernel:
 
             # Dual value (c D^(1/(a+1)) - 1) / t with D = N + t B; primal E_q z = B / N.
             def dual(log_t, nb):
-                n, b = nb
+                _, b, n1 = nb
                 t = jnp.exp(log_t)
-                return jnp.expm1(lc / (a + 1) + jnp.log1p((n - 1) + t * b) / (a + 1)) / t
+                return jnp.expm1(lc / (a + 1) + jnp.log1p(n1 + t * b) / (a + 1)) / t
 
             return _solution(self._root(d, lc, a, s0), _tol(d.dtype), dual, lambda log_t, nb: nb[1] / nb[0])
 
         def keep(_):
             zero = jnp.zeros_like(rho)
-            point = (zero, (mu, sigma))
+            point = (zero, (mu, sigma, zero))
             return vz_exp, (jnp.asarray(False), zero, point, point, point)
 
         vz, sol = _branch(d, use, keep, root, None)
@@ -508,7 +515,8 @@ class CressieReadKernel:
         z = d.z()
 
         def power(_):
-            return _mixed(sol, lambda log_t, nb: d.p * jnp.exp(self._log_power(z, jnp.exp(log_t), a)) / nb[0])
+            q = _mixed(sol, lambda log_t, nb: d.p * jnp.exp(self._log_power(z, jnp.exp(log_t), a)) / nb[0])
+            return _renormalized(jnp.broadcast_to(q, d.shape))
 
         def linear(_):
             return _linear_weights(d, rho, mu, sigma)
@@ -545,20 +553,20 @@ class ChiSquareKernel:
             def small(t):
                 z, s = d.fresh(t)
                 n1 = d.E(jnp.maximum(z * s(t), s(-1.0)))
-                return 1 + n1, jnp.log1p(n1)
+                return 1 + n1, jnp.log1p(n1), n1
 
             def large(t):
                 z, s = d.fresh(t)
                 n = d.E(jnp.maximum(s(1.0) + z * s(t), s(0.0)))
-                return n, jnp.log(n)
+                return n, jnp.log(n), n - 1
 
-            n, log_n = _branch(d, t <= 0.5, small, large, t)
+            n, log_n, n1 = _branch(d, t <= 0.5, small, large, t)
             z, s = d.fresh(t)
             b = d.E(z * jnp.maximum(s(1.0) + z * s(t), s(0.0)))
-            return -(lc + log_n - jnp.log1p(t * b / n)), (n, b)
+            return -(lc + log_n - jnp.log1p(t * b / n)), (n, b, n1)
 
         def derivative(log_t, nb):
-            n, b = nb
+            n, b = nb[0], nb[1]
             t = jnp.exp(log_t)
             z, s = d.fresh(t)
             p_ = d.E(z * _step(s(1.0) + z * s(t), s))  # 1 on the active set, 0 where clipped
@@ -593,7 +601,7 @@ class ChiSquareKernel:
 
         def closed_form(_):
             zero = jnp.zeros_like(rho)
-            point = (zero, (mu, sigma))
+            point = (zero, (mu, sigma, zero))
             return mu + r2 * sigma, (jnp.asarray(False), zero, point, point, point)
 
         def root(_):
@@ -606,9 +614,9 @@ class ChiSquareKernel:
 
             # Dual value (c sqrt(D) - 1) / t with D = N + t B, c = sqrt(1 + 2 rho); primal B / N.
             def dual(log_t, nb):
-                n, b = nb
+                _, b, n1 = nb
                 t = jnp.exp(log_t)
-                return jnp.expm1((lc + jnp.log1p((n - 1) + t * b)) / 2) / t
+                return jnp.expm1((lc + jnp.log1p(n1 + t * b)) / 2) / t
 
             return _solution(self._root(d, lc, s0), _tol(d.dtype), dual, lambda log_t, nb: nb[1] / nb[0])
 
@@ -623,7 +631,8 @@ class ChiSquareKernel:
             return _linear_weights(d, rho, mu, sigma)
 
         def clipped(_):
-            return _mixed(sol, lambda log_t, nb: d.p * jnp.maximum(1 + z * jnp.exp(log_t), 0) / nb[0])
+            q = _mixed(sol, lambda log_t, nb: d.p * jnp.maximum(1 + z * jnp.exp(log_t), 0) / nb[0])
+            return _renormalized(jnp.broadcast_to(q, d.shape))
 
         return jnp.broadcast_to(_branch(d, closed, linear, clipped, None), d.shape)
 
@@ -708,7 +717,7 @@ class ChiSquarePenaltyKernel:
             return d.p * (1 + (z - c_or_mu) / lam_z)
 
         def clipped(_):
-            return d.p * jnp.maximum(z - c_or_mu, 0) / s1
+            return _renormalized(jnp.broadcast_to(d.p * jnp.maximum(z - c_or_mu, 0) / s1, d.shape))
 
         return jnp.broadcast_to(_branch(d, closed, linear, clipped, None), d.shape)
 
