@@ -195,7 +195,9 @@ def value(name, losses, p, hyper):
     """
     s = p > 0
     top, spread = float(losses[s].max()), float(losses[s].max() - losses[s].min())
-    if spread > 0 and name != "erm":
+    if spread == 0:  # every q on the support gives that loss (and every penalty is >= 0 at q = p)
+        return top
+    if name != "erm":
         z = (losses - top) / spread
         h = {k: (v / spread if k == "lam" else v) for k, v in hyper.items()}
         return top + spread * _standardized_value(name, z, p, h)

@@ -81,6 +81,13 @@ TABLE = [
     # value - mean <= sqrt(2 rho) std < 1e-14 of the range at rho = 1e-30
     row("cressie_read radius=1e-30", "cressie_read", {"radius": 1e-30, "k": 3.0}, expected=_mean, extra=1e-14),
     row("kl radius=1e-30", "kl", {"radius": 1e-30}, expected=_mean, extra=1e-14),
+    # between the expansion and ordinary radii the dual value needs log A and N - 1 to eps
+    # of themselves (from log1p(A - 1) they were off by eps/beta: 1e-4 of the range at 1e-9)
+    row("kl radius=1e-9", "kl", {"radius": 1e-9}),
+    row("kl radius=1e-8", "kl", {"radius": 1e-8}),
+    row("kl radius=1e-7", "kl", {"radius": 1e-7}),
+    row("cressie_read radius=1e-9", "cressie_read", {"radius": 1e-9, "k": 1.5}),
+    row("cressie_read radius=1e-7 k=3", "cressie_read", {"radius": 1e-7, "k": 3.0}),
     # hyperparameters that float32 flushes or overflows: the documented limit (was NaN)
     row("cvar alpha=1e-39 -> max", "cvar", {"alpha": 1e-39}, expected=_max),
     row("kl_penalty lam=1e-40 -> max", "kl_penalty", {"lam": 1e-40}, expected=_max),
