@@ -665,9 +665,14 @@ def _fmt(m, h):
     return f"{100 * m:.1f}" if not np.isfinite(h) else f"{100 * m:.1f} ± {100 * h:.1f}"
 
 
+def _config_of(data: dict) -> Config:
+    """The run's Config (fields stored by older versions of this module, since removed, are ignored)."""
+    fields = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in data["config"].items() if k in fields})
+
+
 def report(data: dict) -> str:
-    fields = {f.name for f in dataclasses.fields(Config)}  # (older runs stored fields since removed)
-    cfg = Config(**{k: v for k, v in data["config"].items() if k in fields})
+    cfg = _config_of(data)
     pac, means = data["pac"], data["means"]
     lines = [
         f"# Recursive contamination benchmark ({'quick' if cfg.quick else 'full'} run)",
@@ -748,7 +753,7 @@ def plots(data: dict, out_dir: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cfg = Config(**data["config"])
+    cfg = _config_of(data)
     files = []
     colors = dict(zip(METHODS, plt.get_cmap("tab10").colors, strict=False))
     combos = [f"{d}/{k}" for d in cfg.datasets for k in cfg.learners]
@@ -909,7 +914,7 @@ def merge(out_dir: str, sources: Sequence[str], plot: bool = True) -> str:
             clash = set(pac[field]) & set(r["pac"][field])
             if clash:
                 raise ValueError(f"{src} repeats pieces already merged: {sorted(clash)}")
-            pac[field].update(r["pac"][field])
+            pac[field] = {**pac[field], **r["pac"][field]}
         pac["trainer_mode"] = r["pac"]["trainer_mode"]
         cfg["datasets"] += [d for d in r["config"]["datasets"] if d not in cfg["datasets"]]
         cfg["learners"] += [k for k in r["config"]["learners"] if k not in cfg["learners"]]

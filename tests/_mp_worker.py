@@ -157,6 +157,9 @@ def scenario_reductions(args, devices) -> dict:
         out = {}
         for c in CASES:
             value, grad = jax.value_and_grad(lambda v, c=c: c.value(v, **c.hyper))(x)
+            # Sharded like the losses: XLA may otherwise replicate a gradient that does not
+            # depend on the losses' values (ERM's), and each process would hold all of it.
+            grad = jax.lax.with_sharding_constraint(grad, NamedSharding(mesh, P("data")))
             out[c.name] = {"value": value, "grad": grad}
             if n == 1:
                 out[c.name]["weights"] = c.weights(x, **c.hyper)

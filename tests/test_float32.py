@@ -183,6 +183,26 @@ def test_float32_hyperparameters_are_cast_inside_their_range(case):
             assert np.isfinite(value), (h.name, v)
 
 
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_float32_losses_keep_float32_under_x64(case):
+    # With jax_enable_x64 on (this module's default), float64 hyperparameters must not
+    # promote the value, the gradient or the weights of float32 losses (a custom-JVP
+    # rule with a float64 tangent fails under grad).
+    losses = jnp.asarray(U)
+    value, grad = jax.value_and_grad(lambda x: case.value(x, **case.hyper))(losses)
+    assert value.dtype == grad.dtype == jnp.float32
+    np.testing.assert_allclose(grad, case.weights(losses, **case.hyper), atol=1e-6)
+
+
+def test_cast_keeps_an_allowed_infinity_and_clamps_finite_overflow():
+    from robustlearn._src.checks import cast_in_interval
+
+    f32 = np.float32
+    assert cast_in_interval(np.inf, f32, 0.0, np.inf, False, False) == np.inf  # e.g. kappa = inf: labels fixed
+    assert cast_in_interval(1e39, f32, 0.0, np.inf, False, False) == np.finfo(f32).max
+    assert cast_in_interval(1e-40, f32, 0.0, np.inf, True, False) == np.finfo(f32).tiny
+
+
 # -------------------------------------------------------------------------- fast paths
 
 PATH_SIZES = (600,)

@@ -105,14 +105,14 @@ def cast_in_interval(value: float, dtype, low: float, high: float, low_open: boo
     ``1e39`` overflows to inf, ``1 + 1e-9`` rounds to 1. The result is the rounded value,
     moved to the nearest ``dtype`` number inside the interval when rounding left it;
     nonzero magnitudes below the smallest normal number become that number (subnormals
-    are flushed to zero on CPU), magnitudes above the largest finite number become it.
+    are flushed to zero on CPU), finite magnitudes above the largest finite number become it.
     """
     dtype = np.dtype(dtype)
     fi = np.finfo(dtype)
     v = float(value)
     if v != 0 and abs(v) < float(fi.tiny):
         v = float(np.copysign(float(fi.tiny), v))
-    if abs(v) > float(fi.max):
+    if np.isfinite(v) and abs(v) > float(fi.max):  # (an allowed infinity stays infinite)
         v = float(np.copysign(float(fi.max), v))
     out = dtype.type(v)
     if np.isfinite(low):

@@ -284,7 +284,7 @@ def _solve(kernel, unroll: int, levels, want_weights: bool, losses, w, *hyper):
     value = jnp.where(empty, 0, jnp.where(finite, value, jnp.nan))
     if not want_weights:
         return value, None
-    q = kernel.weights(d, aux, *hyper)
+    q = kernel.weights(d, aux, *hyper).astype(losses.dtype)  # (a float64 hyperparameter must not promote q)
     q = jnp.broadcast_to(q, losses.shape)
     q = jnp.where(empty, 0, jnp.where(finite, q, jnp.nan))
     return value, q
@@ -300,7 +300,7 @@ def _value_fn(kernel, unroll: int, levels):
     @value.defjvp
     def value_jvp(primals, tangents):
         v, q = _solve(kernel, unroll, levels, True, *primals)
-        return v, jnp.sum(q * tangents[0])
+        return v, jnp.sum(q * tangents[0]).astype(v.dtype)
 
     return value
 

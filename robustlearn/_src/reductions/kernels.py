@@ -751,7 +751,11 @@ def _normal(x):
 
 
 def _below(x):
-    """The largest non-subnormal float below ``x``: no loss can lie strictly between."""
+    """The largest non-subnormal float below ``x``: no loss can lie strictly between.
+
+    A bracket end, not a differentiable quantity (``nextafter`` has no derivative): weights
+    differentiated inside a user's program must not fail here."""
+    x = jax.lax.stop_gradient(x)
     r = jnp.nextafter(x, jnp.asarray(-jnp.inf, x.dtype))
     tiny = jnp.finfo(x.dtype).tiny
     return jnp.where(jnp.abs(r) < tiny, jnp.where(x > 0, 0, -tiny).astype(x.dtype), r)
