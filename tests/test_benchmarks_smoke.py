@@ -1,5 +1,7 @@
 """The README's main command and the performance suite run and print their tables (tiny sizes, no timing checks)."""
 
+import pytest
+
 from benchmarks import quick_compare
 from benchmarks.perf import __main__ as perf_cli
 from benchmarks.perf import p1_linear, p2_minibatch, p3_reductions, p5_devices
@@ -60,6 +62,7 @@ def test_p1_without_dro_times_ours_and_says_dro_is_skipped(monkeypatch):
     assert "`dro` is not installed" in text
 
 
+@pytest.mark.slow  # two MLPs compiled per objective (~30 s); the other parts' smoke tests stay in the suite
 def test_p2_prints_one_row_per_objective_and_skips_dro(monkeypatch):
     monkeypatch.setattr(p2_minibatch, "OBJECTIVES", {"erm": objectives.erm, "cvar(0.1)": lambda: objectives.cvar(0.1)})
     monkeypatch.setattr(p2_minibatch.importlib.util, "find_spec", lambda name: None)
