@@ -882,6 +882,10 @@ def write(data: dict, out_dir: str, plot: bool = True) -> str:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "contamination.json"), "w") as f:
         json.dump(data, f, indent=1)
+    return _write_report(data, out_dir, plot)
+
+
+def _write_report(data: dict, out_dir: str, plot: bool) -> str:
     text = report(data)
     with open(os.path.join(out_dir, "contamination.md"), "w") as f:
         f.write(text + "\n")
@@ -920,16 +924,12 @@ def merge(out_dir: str, sources: Sequence[str], plot: bool = True) -> str:
         cfg["learners"] += [k for k in r["config"]["learners"] if k not in cfg["learners"]]
     means = next((r["means"] for r in runs if r["means"]["rows"]), base["means"])
     alpha_rows = next((r["alpha_estimation"] for r in runs if r["alpha_estimation"]), [])
-    fields = {f.name for f in dataclasses.fields(Config)} - {"quick"}
-    config = make_config(
-        cfg["quick"], **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in fields}
-    )
     data = {
         "config": cfg,
         "pac": pac,
         "means": means,
         "alpha_estimation": alpha_rows,
-        "verdicts": verdicts(pac, config),
+        "verdicts": verdicts(pac, _config_of({"config": cfg})),
         "mean_verdicts": mean_verdicts(means) if means["rows"] else [],
         "seconds": sum(r["seconds"] for r in runs),
         "merged_from": list(sources),
@@ -941,12 +941,7 @@ def rebuild(out_dir: str, plot: bool = True) -> str:
     """Rewrites ``contamination.md`` (and the plots) from ``contamination.json``."""
     with open(os.path.join(out_dir, "contamination.json")) as f:
         data = json.load(f)
-    text = report(data)
-    with open(os.path.join(out_dir, "contamination.md"), "w") as f:
-        f.write(text + "\n")
-    if plot:
-        plots(data, out_dir)
-    return text
+    return _write_report(data, out_dir, plot)
 
 
 if __name__ == "__main__":
