@@ -1,4 +1,4 @@
-"""Float32 (what users run) at the extremes: every reproduction of issue 14 and both ends of
+"""Float32 (what users run) at the extremes: every float32 reproduction of the 0.1 review and both ends of
 every hyperparameter's range, against float64 references and documented limits; and the
 fast paths (subsample-started solves, the loop-free accelerator path) against references.
 
@@ -20,7 +20,7 @@ from tests.strategies import CASE_IDS, CASES
 EPS32 = float(np.finfo(np.float32).eps)
 TOL32 = 32 * EPS32
 
-# "l in [0, 1]" of the issue: five float32 losses (one shape: one compilation per reduction).
+# "l in [0, 1]" of the review: five float32 losses (one shape: one compilation per reduction).
 U = np.array([0.05, 0.93, 0.41, 0.77, 0.26], np.float32)
 BIG = np.array([-3e38, 3e38, 0.0, 1e38, -1e37], np.float32)
 P5 = np.full(5, 0.2)

@@ -11,7 +11,7 @@ losses (against ``jax.value_and_grad(jnp.mean)``); ``kl_penalty`` also against
 ``jax.nn.logsumexp`` (the same closed form), value and value and gradient alike. The sort
 column keeps the earlier baseline (one ``jnp.sort`` of the vector) for continuity.
 
-Goals (issue 16, P3): ``erm`` <= 2x the mean, ``kl_penalty`` <= 1.5x ``logsumexp``, every
+Goals (P3): ``erm`` <= 2x the mean, ``kl_penalty`` <= 1.5x ``logsumexp``, every
 other reduction <= 20x the mean for the value and <= 10x for the value and gradient.
 """
 
