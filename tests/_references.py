@@ -64,9 +64,13 @@ def kl_dual_upper(losses, p, radius):
     lmax = float(x.max())
 
     def dual(log_lam):
-        # log E_p exp(z) = log1p(E_p expm1(z)) stays accurate when z = (x - max)/lambda ~ 0.
+        # log E_p exp(z) = log1p(E_p expm1(z)) stays accurate when z = (x - max)/lambda ~ 0;
+        # log-sum-exp where E_p exp(z) is small.
         lam = np.exp(log_lam)
-        return lmax + lam * radius + lam * np.log1p(np.sum(ps * np.expm1((x - lmax) / lam)))
+        z = (x - lmax) / lam
+        s = np.sum(ps * np.expm1(z))
+        log_e = np.log1p(s) if s > -0.5 else special.logsumexp(z, b=ps)
+        return lmax + lam * radius + lam * log_e
 
     return min(lmax, _min_scalar(dual, -35.0, 15.0))
 
@@ -121,3 +125,116 @@ def tv(losses, p, radius):
     )
     assert res.status == 0, res.message
     return float(losses @ res.x[:n])
+
+
+def cressie_read_eta_dual(losses, p, radius, k):
+    """The one-dimensional dual min over eta of eta + c_k(rho) E_p((l - eta)_+^k*)^(1/k*), k* = k/(k-1).
+
+    A second, independent route (scipy's bounded scalar minimizer over eta on this convex
+    function; Duchi & Namkoong 2021) usable at large n, where the two-variable dual above
+    is slow, and for k near 1 or huge: the k*-norm is taken in logarithms (log-sum-exp),
+    and c_k as exp(log1p(k (k-1) rho) / k) by logaddexp. For k -> 1 the optimal eta moves
+    to about -range/(k-1): the search interval follows, and the float64 cancellation there
+    is about 1e-16 (range/(k-1)).
+    """
+    s = p > 0
+    x, ps = losses[s], p[s]
+    lmax, spread = float(x.max()), float(x.max() - x.min())
+    if spread == 0 or radius == 0:
+        return float(np.sum(ps * x))
+    kstar = k / (k - 1)
+    log_c = np.logaddexp(0.0, np.log(k) + np.log(k - 1) + np.log(radius)) / k
+
+    def dual(eta):
+        r = np.maximum(x - eta, 0) / spread
+        pos = r > 0
+        if not np.any(pos):
+            return eta
+        log_m = special.logsumexp(kstar * np.log(r[pos]), b=ps[pos])
+        return eta + spread * np.exp(log_c + log_m / kstar)
+
+    reach = (1 + 1 / np.sqrt(radius)) * max(1.0, 4 / (k - 1))
+    return min(lmax, _min_scalar(dual, float(x.min()) - spread * reach, lmax))
+
+
+def kl_penalty_stable(losses, p, lam):
+    """lam log E_p exp(l / lam) around the maximum with log1p/expm1: exact for any lam in float64."""
+    s = p > 0
+    x, ps = losses[s], p[s]
+    lmax = float(x.max())
+    z = (x - lmax) / lam
+    if lam >= float(x.max() - x.min()):
+        return lmax + lam * np.log1p(np.sum(ps * np.expm1(z)))
+    return lmax + lam * special.logsumexp(z, b=ps)
+
+
+def cvar_sorted(losses, p, alpha):
+    """CVaR by sorting (for large n): the largest losses get p/alpha until the mass alpha is spent."""
+    s = p > 0
+    order = np.argsort(-losses[s], kind="stable")
+    x, ps = losses[s][order], p[s][order]
+    before = np.concatenate([[0.0], np.cumsum(ps)[:-1]])
+    take = np.clip(alpha - before, 0, ps)
+    return float(np.sum(take * x) / alpha)
+
+
+def tv_sorted(losses, p, radius):
+    """TV by sorting: the mass radius of the smallest losses moves onto the largest."""
+    s = p > 0
+    x = losses[s]
+    lower = -cvar_sorted(-x, p[s] / p[s].sum(), radius) if radius > 0 else 0.0
+    return float(np.sum(p[s] * x) + radius * (x.max() - lower))
+
+
+def value(name, losses, p, hyper):
+    """The reference value of reduction ``name`` (float64), from the routes above.
+
+    Every reduction is equivariant under ``l -> a + b l`` (``b > 0``; penalties ``lam ->
+    b lam``): the losses are standardized to ``[-1, 0]`` first, so that the solvers'
+    search intervals fit losses of any size (1e38 included).
+    """
+    s = p > 0
+    top, spread = float(losses[s].max()), float(losses[s].max() - losses[s].min())
+    if spread == 0:  # every q on the support gives that loss (and every penalty is >= 0 at q = p)
+        return top
+    if name != "erm":
+        z = (losses - top) / spread
+        h = {k: (v / spread if k == "lam" else v) for k, v in hyper.items()}
+        return top + spread * _standardized_value(name, z, p, h)
+    return _standardized_value(name, losses, p, hyper)
+
+
+def _standardized_value(name, losses, p, hyper):
+    h = hyper
+    if name == "erm":
+        return float(p[p > 0] @ losses[p > 0])
+    # The LP solver for small n; sorting for large n or losses near the float range (HiGHS
+    # fails on coefficients of 1e38).
+    by_lp = len(losses) <= 2000 and np.max(np.abs(losses)) < 1e30
+    if name == "cvar":
+        return cvar(losses, p, h["alpha"]) if by_lp else cvar_sorted(losses, p, h["alpha"])
+    if name == "tv":
+        return tv(losses, p, h["radius"]) if by_lp else tv_sorted(losses, p, h["radius"])
+    if name == "kl":
+        return kl_dual_upper(losses, p, h["radius"]) if h["radius"] > 0 else float(p[p > 0] @ losses[p > 0])
+    if name in ("chi_square", "cressie_read"):
+        k = 2.0 if name == "chi_square" else h["k"]
+        if h["radius"] == 0:
+            return float(p[p > 0] @ losses[p > 0])
+        if len(losses) <= 2000 and 1.1 <= k <= 20:  # where the two-variable dual's powers stay finite
+            return cressie_read_dual_upper(losses, p, h["radius"], k)
+        return cressie_read_eta_dual(losses, p, h["radius"], k)
+    if name == "chi_square_penalty":
+        return chi_square_penalty_dual_upper(losses, p, h["lam"])
+    if name == "kl_penalty":
+        return kl_penalty_stable(losses, p, h["lam"])
+    raise KeyError(name)
+
+
+def penalty(name, q, p, hyper):
+    """The penalty subtracted from sum(q * l) in the value of ``name`` (0 for constrained forms)."""
+    if name == "chi_square_penalty":
+        return hyper["lam"] * divergence("chi_square", q, p)
+    if name == "kl_penalty":
+        return hyper["lam"] * divergence("kl", q, p)
+    return 0.0

@@ -12,7 +12,11 @@ LOSSES = np.array([0.5, 1.0, 2.0])
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-@pytest.mark.parametrize("losses", [np.array([1, 2, 3]), [1, 2], np.array([True, False]), np.array([1 + 2j])])
+@pytest.mark.parametrize(
+    "losses",
+    [np.array([1, 2, 3]), [1, 2], np.array([True, False]), np.array([1 + 2j]), np.array(["a", "b"]), ["0.1", "0.2"]]
+    + [np.array([0.1, None], dtype=object)],
+)
 def test_non_float_losses_raise_type_error(case, losses):
     for fn in (case.value, case.weights):
         with pytest.raises(TypeError, match="`losses` must have a real floating dtype"):

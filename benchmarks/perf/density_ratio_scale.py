@@ -1,4 +1,4 @@
-"""Time, peak memory and ratio quality of KMM and KLIEP as the sample grows (issue 14).
+"""Time, peak memory and ratio quality of KMM and KLIEP as the sample grows.
 
     python -m benchmarks.perf.density_ratio_scale [--sizes 2000 5000 20000] [--dim 500]
         [--methods kmm kliep] [--paths default exact subset] [--subset-size 500 1000]

@@ -22,6 +22,11 @@ def is_traced(x) -> bool:
 
 def as_float_losses(losses, name: str = "losses") -> jax.Array:
     """Converts ``losses`` to an array and requires a real floating dtype."""
+    if not isinstance(losses, jax.Array):
+        # Strings and objects: JAX's own conversion error would not name the argument.
+        dtype = np.asarray(losses).dtype
+        if dtype.kind in "OSU":
+            raise TypeError(f"`{name}` must have a real floating dtype; got dtype {dtype}.")
     losses = jnp.asarray(losses)
     if not jnp.issubdtype(losses.dtype, jnp.floating):
         raise TypeError(
@@ -86,11 +91,46 @@ def scalar(
         ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
         if not ok:  # NaN fails every comparison and lands here too.
             raise ValueError(f"`{name}` must be in {allowed}; got {v!r}.")
+        if np.issubdtype(arr.dtype, np.floating):
+            # Validated in float64; cast to the default float dtype *with limits*, so a
+            # valid value never becomes an invalid 0, inf or open end (see cast_in_interval).
+            v = jnp.asarray(cast_in_interval(v, jnp.result_type(float), low, high, low_open, high_open))
+            return v, jnp.asarray(True)
     elif jnp.shape(value) != ():
         raise ValueError(f"`{name}` must be a scalar; got shape {jnp.shape(value)}.")
     v = jnp.asarray(value)
     ok = (v > low if low_open else v >= low) & (v < high if high_open else v <= high)
     return v, ok
+
+
+def cast_in_interval(value: float, dtype, low: float, high: float, low_open: bool, high_open: bool):
+    """``value`` (a float inside the interval) as a ``dtype`` number still inside it.
+
+    Rounding to a narrow dtype can leave the interval: ``1e-40`` flushes to 0 in float32,
+    ``1e39`` overflows to inf, ``1 + 1e-9`` rounds to 1. The result is the rounded value,
+    moved to the nearest ``dtype`` number inside the interval when rounding left it;
+    nonzero magnitudes below the smallest normal number become that number (subnormals
+    are flushed to zero on CPU), finite magnitudes above the largest finite number become it.
+    """
+    dtype = np.dtype(dtype)
+    fi = np.finfo(dtype)
+    v = float(value)
+    if v != 0 and abs(v) < float(fi.tiny):
+        v = float(np.copysign(float(fi.tiny), v))
+    if np.isfinite(v) and abs(v) > float(fi.max):  # (an allowed infinity stays infinite)
+        v = float(np.copysign(float(fi.max), v))
+    out = dtype.type(v)
+    if np.isfinite(low):
+        lo = dtype.type(low)
+        if out < lo or (low_open and out == lo):
+            out = np.nextafter(lo, dtype.type(np.inf)) if low_open else lo
+            if low_open and low == 0:
+                out = dtype.type(fi.tiny)
+    if np.isfinite(high):
+        hi = dtype.type(high)
+        if out > hi or (high_open and out == hi):
+            out = np.nextafter(hi, dtype.type(-np.inf)) if high_open else hi
+    return out
 
 
 def broadcastable(name: str, arg, shape: tuple[int, ...]):
@@ -133,3 +173,26 @@ def weights(w, shape) -> tuple[jax.Array, jax.Array]:
     w = jnp.broadcast_to(jnp.asarray(w), shape)
     ok = jnp.all(jnp.isfinite(w) & (w >= 0))
     return w, ok
+
+
+def max_normalized_weights(w, shape, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """:func:`weights`, then divided by their maximum over ``axes``.
+
+    Concrete weights are validated and divided in float64 *before* the cast to the
+    compute dtype, so weights that float64 holds but float32 does not (all 1e38, all
+    1e-50, or 1e39 next to 1) become the same nominal distribution they define; traced
+    weights are returned as they are (the kernels divide them by their maximum).
+    """
+    if is_traced(w):
+        return weights(w, shape)
+    arr = np.asarray(w)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"`weights` must be real numbers; got dtype {arr.dtype}.")
+    broadcastable("weights", arr, shape)
+    arr = np.broadcast_to(arr.astype(np.float64), shape)
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError("`weights` must be finite and in [0, inf); got negative or non-finite entries.")
+    top = np.max(arr, axis=axes, keepdims=True)
+    arr = arr / np.where(top > 0, top, 1.0)
+    dtype = jnp.result_type(float)
+    return jnp.asarray(arr.astype(dtype)), jnp.asarray(True)

@@ -1,19 +1,33 @@
-"""The machinery behind every reduction: nominal distribution, standardization,
-exact gradients, batching and the final NaN policy.
+"""The machinery behind every reduction: nominal distribution, statistics, exact gradients,
+batching, hyperparameter casting and the final NaN policy.
 
-A reduction is defined by a *kernel* acting on one 1-D loss vector that has been
-standardized to ``ls = (l - max l) / range`` (so ``ls`` lies in [-1, 0] on the support
-and the maximum is exactly 0). Kernels return the worst-case weights ``q`` and the
-penalty in standardized units (0 for constrained problems); the engine returns
-``sum(q * l) - range * penalty``. All constrained problems in this
-package are invariant to the affine map, and penalized ones are invariant once the
-penalty strength is divided by the same range, so standardization loses nothing and
-keeps squares and exponentials of huge losses (±1e30) finite.
+A reduction is a *kernel* acting on one 1-D loss vector. The engine hands it a
+:class:`Data`: the losses, the nominal distribution ``p``, and the statistics every kernel
+needs (support maximum ``M`` and minimum ``m``, computed in one fused pass). Kernels work
+on the standardized losses ``z = (l - M) / (M - m)`` (in ``[-1, 0]`` on the support, the
+maximum exactly 0), formed inside each fused reduction, never stored: every pass over the
+data is one reduction that XLA fuses with its elementwise work. A kernel returns the value
+(from the sums of its last pass, no extra pass) and, only when a gradient or the weights
+are asked for, the worst-case weights ``q``.
+
+Float32 is what users run, so the engine takes care of what float32 cannot hold:
+
+* Nominal weights are divided by their maximum before anything is summed (concrete weights
+  in float64, before the cast; traced ones in the kernel), so weights of 1e38 or 1e-50
+  (exact in float64) neither overflow nor flush to zero.
+* Hyperparameters validated in float64 are cast with limits: a nonzero value below the
+  smallest normal number becomes that number, a value above the largest finite number
+  becomes that number (never 0 or inf, which would turn a valid input into NaN).
+* Losses beyond 2^100 in size (+-3e38: their range overflows, and the reciprocal of the
+  range is below the smallest normal number) are scaled by a power of 2 inside every
+  pass (exact), and the value back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import math
 from collections.abc import Callable
 
@@ -22,61 +36,316 @@ import jax.numpy as jnp
 
 from robustlearn._src import checks as _checks
 
-# kernel(ls, p, scale, *hyper) -> (q, penalty_in_standardized_units)
+# Legacy kernel signature, still accepted: kernel(ls, p, scale, *hyper) -> (q, penalty).
 Kernel = Callable[..., tuple[jax.Array, jax.Array]]
 
+# Strided subsample sizes (smallest first) that start a full-data solve close to the
+# answer; a level is used when the vector has at least 8 times as many examples.
+SUBSAMPLE_LEVELS = (4096, 65536)
+SUBSAMPLE = SUBSAMPLE_LEVELS[0]
 
-def _solve(kernel: Kernel, losses: jax.Array, w: jax.Array, *hyper: jax.Array):
-    """Value and worst-case weights for one 1-D loss vector (compute dtype)."""
-    support = w > 0
-    mass = jnp.sum(jnp.where(support, w, 0))
-    empty = mass == 0
-    p = jnp.where(support, w / jnp.where(empty, 1, mass), 0)
-    finite = jnp.all(jnp.isfinite(losses) | ~support)
-    l_max = jnp.max(jnp.where(support, losses, -jnp.inf))
-    l_min = jnp.min(jnp.where(support, losses, jnp.inf))
-    well_posed = finite & ~empty
-    l_max = jnp.where(well_posed, l_max, 0)
-    spread = jnp.where(well_posed, l_max - l_min, 0)
-    # Guard against a zero or overflowed range (all-equal losses, or ±3e38 in float32).
-    scale = jnp.where((spread > 0) & jnp.isfinite(spread), spread, 1)
-    ls = jnp.where(support & well_posed, (losses - l_max) / scale, -1)
-    q, penalty = kernel(ls, p, scale, *hyper)
-    # Sum in the original units: shifting by l_max would cancel digits when the value
-    # is small next to the largest loss.
-    value = jnp.sum(jnp.where(support & well_posed, q * losses, 0)) - scale * penalty
-    # Every reduction lies between the smallest and largest loss; clipping removes the
-    # rounding of sum(q) = 1 (all-equal losses then return that loss exactly).
-    value = jnp.clip(value, jnp.where(well_posed, l_min, 0), l_max)
+# Steps unrolled by the loop-free path before its single fallback ``lax.cond``.
+UNROLLED_STEPS = 6
+
+_LOOP_FREE: bool | None = None
+_LEVELS: tuple[int, ...] | None = None
+_SALTS = itertools.count(1)
+
+
+def loop_free() -> bool:
+    """Whether the reductions use their loop-free path (default: on any non-CPU backend).
+
+    On an accelerator every iteration of a data-dependent ``while_loop`` costs a round
+    trip to the host; the loop-free path runs a fixed number of steps from a tight
+    starting point and falls back to the loop (behind one ``lax.cond``) only if they did
+    not converge.
+    """
+    if _LOOP_FREE is not None:
+        return _LOOP_FREE
+    return jax.default_backend() != "cpu"
+
+
+@contextlib.contextmanager
+def subsample_levels(levels: tuple[int, ...]):
+    """Context manager setting the subsample levels (tests use tiny levels to reach the
+    subsample-started paths with small vectors, on either path). Part of the compilation
+    cache key. Without it: :data:`SUBSAMPLE_LEVELS` on the loop path, none on the
+    loop-free path (on an accelerator a pass costs a kernel launch whatever its length, so
+    subsamples save nothing; the full vector is solved from the analytic start)."""
+    global _LEVELS
+    old = _LEVELS
+    _LEVELS = tuple(levels)
+    try:
+        yield
+    finally:
+        _LEVELS = old
+
+
+@contextlib.contextmanager
+def force_loop_free(flag: bool | None):
+    """Context manager forcing the loop-free path on (True) or off (False); None: automatic.
+
+    Functions already compiled keep their path: the choice is part of the compilation
+    cache key of the public functions, so calls inside the context compile their own
+    variant.
+    """
+    global _LOOP_FREE
+    old = _LOOP_FREE
+    _LOOP_FREE = flag
+    try:
+        yield
+    finally:
+        _LOOP_FREE = old
+
+
+class Data:
+    """One 1-D reduction problem as the kernels see it.
+
+    Attributes:
+        l: the losses (compute dtype); off the support replaced by ``M`` when weighted.
+        p: ``1/n`` (a scalar, no weights) or the nominal probabilities (0 off the support).
+        weighted: whether ``p`` is an array.
+        n: the static length.
+        M, m: support maximum and minimum (0 when the problem is not well posed).
+        scale: 1, or the power of 2 that brings ``max(|M|, |m|)`` below 2^100 (or, when it
+            is below 2^-100, up to ``[1/2, 1)``); every pass uses ``scale * l``.
+        R: ``scale * (M - m)``, or 1 when every loss is equal.
+        ok: finite losses on a non-empty support.
+        unroll: steps of the loop-free path (0: loops).
+    """
+
+    def __init__(self, losses, p, weighted, n, M, m, scale, R, ok, unroll, levels=()):
+        self.losses, self.p, self.weighted, self.n = losses, p, weighted, n
+        self.M, self.m, self.scale, self.R, self.ok, self.unroll = M, m, scale, R, ok, unroll
+        self.levels = levels
+        self.fallback = True  # False on subsamples: a loop-free start needs no loop behind it
+        self.Ms = M * scale
+
+    @property
+    def dtype(self):
+        return self.losses.dtype
+
+    @property
+    def shape(self):
+        return self.losses.shape
+
+    @property
+    def eps(self):
+        return jnp.finfo(self.dtype).eps
+
+    def z(self, salt=None):
+        """Standardized losses ``(l - M) / (M - m)`` in ``[-1, 0]`` as a fresh expression.
+
+        XLA stores (in an ``n``-sized temporary, a page-faulting allocation at 10^7) any
+        elementwise subexpression that two reductions share, and hoists loop-invariant
+        ones out of loops. So every pass builds its own ``z``, made distinct by a "salt":
+        ``(v - v) * k``, zero, with ``v`` a scalar of the caller (inside a loop: one that
+        changes every iteration) and ``k`` a fresh integer, added to the scale factor.
+        Floats do not simplify ``v - v`` (NaN), so nothing is shared or hoisted.
+        """
+        return self.fresh(salt)[0]
+
+    def fresh(self, salt=None):
+        """``(z, s)``: a fresh ``z`` and the function that salts any other scalar of the same pass.
+
+        XLA also shares (and stores) the broadcast of a scalar used by two passes, so every
+        scalar that enters a pass's elementwise work goes through ``s``.
+        """
+        v = self.R if salt is None else salt
+        zero = (v - v) * (next(_SALTS) % 2**20 + 1)
+        z = (self.losses * (self.scale + zero) - (self.Ms + zero)) / (self.R + zero)
+        return z, lambda x: x + zero
+
+    def E(self, f):
+        """``sum_i p_i f_i``: one fused pass."""
+        if self.weighted:
+            return jnp.sum(self.p * f)
+        return jnp.sum(f) * self.p
+
+    def value(self, vz):
+        """The value in the losses' units from a standardized value ``vz`` in ``[-1, 0]``."""
+        return (self.Ms + self.R * vz) / self.scale
+
+    def subsample(self, size: int = SUBSAMPLE) -> Data | None:
+        """A strided subsample of about ``size`` examples (None if the vector is not larger)."""
+        if self.n <= size:
+            return None
+        stride = self.n // size
+        count = size
+        idx = slice(0, stride * count, stride)
+        if self.weighted:
+            p = self.p[idx]
+            mass = jnp.sum(p)
+            p = jnp.where(mass > 0, p / jnp.where(mass > 0, mass, 1), 1.0 / count)
+        else:
+            p = jnp.asarray(1.0 / count, self.dtype)
+        args = (self.M, self.m, self.scale, self.R, self.ok, self.unroll, self.levels)
+        sub = Data(self.losses[idx], p, self.weighted, count, *args)
+        sub.fallback = False
+        return sub
+
+
+def _max_min(x):
+    """Maximum and minimum in one fused pass (NaN propagates)."""
+    return jax.lax.reduce(
+        (x, x),
+        (jnp.asarray(-jnp.inf, x.dtype), jnp.asarray(jnp.inf, x.dtype)),
+        lambda a, b: (jax.lax.max(a[0], b[0]), jax.lax.min(a[1], b[1])),
+        (0,),
+    )
+
+
+def _data(losses, w, unroll, levels=()):
+    """The :class:`Data` of one 1-D problem and the flags ``(finite, empty)``."""
+    n = losses.shape[0]
+    dtype = losses.dtype
+    if w is None:
+        M, m = _max_min(losses)
+        p = jnp.asarray(1.0 / n, dtype)
+        empty = jnp.asarray(False)
+    else:
+        support = w > 0
+        w_max = jnp.max(w)
+        empty = w_max <= 0
+        pw = w / jnp.where(empty, 1, w_max)  # in [0, 1]: the sum cannot overflow
+        mass = jnp.sum(pw)
+        p = pw / jnp.where(empty, 1, mass)
+        M = jnp.max(jnp.where(support, losses, -jnp.inf))
+        m = jnp.min(jnp.where(support, losses, jnp.inf))
+        losses = jnp.where(support, losses, jnp.where(jnp.isfinite(M), M, 0))
+    finite = (jnp.isfinite(M) & jnp.isfinite(m)) | empty
+    ok = finite & ~empty
+    M = jnp.where(ok, M, 0)
+    m = jnp.where(ok, m, 0)
+    # Losses beyond 2^100 in size are scaled by a power of 2 that brings them below it:
+    # exact, and it keeps M - m finite and 1/(M - m) normal (XLA divides by multiplying by
+    # the reciprocal, which the CPU flushes to 0 below the smallest normal number).
+    big = jnp.maximum(jnp.abs(M), jnp.abs(m))
+    _, exponent = jnp.frexp(big)
+    limit = 100
+    # Losses all below 2^-100 in size are scaled up by a power of 2 to [1/2, 1): the difference
+    # of two such floats may be subnormal (flushed to 0 on CPU), which would hide an order.
+    one = jnp.ones((), dtype)
+    up = (big < 2.0**-limit) & (big > 0)
+    scale = jnp.where(big > 2.0**limit, jnp.ldexp(one, limit - exponent), jnp.where(up, jnp.ldexp(one, -exponent), 1))
+    scale = scale.astype(dtype)
+    R = M * scale - m * scale
+    R = jnp.where(R > 0, R, 1)
+    return Data(losses, p, w is not None, n, M, m, scale, R, ok, unroll, levels), finite, empty
+
+
+class LegacyKernel:
+    """Adapts a kernel ``kernel(ls, p, scale, *hyper) -> (q, penalty)`` (docs/extending.md)."""
+
+    needs_stats = True
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def prepare(self, *hyper):
+        return hyper
+
+    def _q(self, d: Data, *hyper):
+        p = jnp.broadcast_to(d.p, d.shape)
+        q, penalty = self.fn(d.z(), p, d.R / d.scale, *hyper)
+        return q, penalty
+
+    def solve(self, d: Data, *hyper):
+        q, penalty = self._q(d, *hyper)
+        vz = jnp.sum(q * d.z()) - penalty
+        return d.value(vz), None
+
+    def weights(self, d: Data, aux, *hyper):
+        return self._q(d, *hyper)[0]
+
+
+def as_kernel(kernel):
+    """A kernel object (``solve``/``weights``) from a kernel object or a legacy function."""
+    return kernel if hasattr(kernel, "solve") else LegacyKernel(kernel)
+
+
+def _solve(kernel, unroll: int, levels, want_weights: bool, losses, w, *hyper):
+    """Value (and weights) for one 1-D loss vector (compute dtype)."""
+    hyper = kernel.prepare(*hyper)
+    if w is None and hasattr(kernel, "solve_plain"):
+        # ERM without weights: one pass, no statistics.
+        value, finite = kernel.solve_plain(losses)
+        empty = jnp.asarray(False)
+        value = jnp.where(finite, value, jnp.nan)
+        if not want_weights:
+            return value, None
+        q = jnp.full(losses.shape, 1.0 / losses.shape[0], losses.dtype)
+        return value, jnp.where(finite, q, jnp.nan)
+    d, finite, empty = _data(losses, w, unroll, levels)
+    value, aux = kernel.solve(d, *hyper)
+    # Every reduction lies between the smallest and largest loss; the clip only
+    # removes rounding (all-equal losses then return that loss exactly).
+    value = jnp.clip(value, d.m, d.M)
     value = jnp.where(empty, 0, jnp.where(finite, value, jnp.nan))
+    if not want_weights:
+        return value, None
+    q = kernel.weights(d, aux, *hyper).astype(losses.dtype)  # (a float64 hyperparameter must not promote q)
+    q = jnp.broadcast_to(q, losses.shape)
     q = jnp.where(empty, 0, jnp.where(finite, q, jnp.nan))
     return value, q
 
 
-def _value_fn(kernel: Kernel):
-    """1-D value with the Danskin derivative d value / d losses = q."""
+def _value_fn(kernel, unroll: int, levels):
+    """1-D value with the Danskin derivative d value / d losses = q (one solve for both)."""
 
     @jax.custom_jvp
     def value(losses, w, *hyper):
-        return _solve(kernel, losses, w, *hyper)[0]
+        return _solve(kernel, unroll, levels, False, losses, w, *hyper)[0]
 
     @value.defjvp
     def value_jvp(primals, tangents):
-        v, q = _solve(kernel, *primals)
-        return v, jnp.sum(q * tangents[0])
+        v, q = _solve(kernel, unroll, levels, True, *primals)
+        return v, jnp.sum(q * tangents[0]).astype(v.dtype)
 
     return value
 
 
+def _cast(h, dtype):
+    """Casts a hyperparameter to ``dtype`` with limits: nonzero magnitudes are kept in
+    ``[tiny, max]`` of ``dtype`` instead of flushing to 0 or overflowing to inf."""
+    h = jnp.asarray(h)
+    if not jnp.issubdtype(h.dtype, jnp.floating):
+        return h.astype(dtype)
+    fi = jnp.finfo(dtype)
+    if jnp.finfo(h.dtype).bits > fi.bits:
+        mag = jnp.abs(h)
+        limited = jnp.sign(h) * jnp.clip(mag, jnp.asarray(fi.tiny, h.dtype), jnp.asarray(fi.max, h.dtype))
+        h = jnp.where((mag == 0) | jnp.isnan(h), h, limited)
+    return h.astype(dtype)
+
+
 @functools.cache
-def _compiled(kernel: Kernel, n_hyper: int, want_weights: bool, axes: tuple[int, ...], ndim: int):
+def _compiled(
+    kernel,
+    n_hyper: int,
+    want_weights: bool,
+    axes: tuple[int, ...],
+    ndim: int,
+    weighted: bool,
+    unroll: int,
+    levels: tuple[int, ...],
+):
     """The jitted reduction (or its weights) over ``axes``, batched over the other axes."""
-    signature = "(n),(n)" + ",()" * n_hyper + ("->(n)" if want_weights else "->()")
+    k = as_kernel(kernel)
     if want_weights:
-        fn = lambda *args: _solve(kernel, *args)[1]  # noqa: E731
+        fn = lambda *args: _solve(k, unroll, levels, True, *args)[1]  # noqa: E731
+        out_core = "->(n)"
     else:
-        fn = _value_fn(kernel)
-    vectorized = jnp.vectorize(fn, signature=signature)
+        fn = _value_fn(k, unroll, levels)
+        out_core = "->()"
+    w_core = "(n)" if weighted else "()"
+    signature = "(n)," + w_core + ",()" * n_hyper + out_core
+    if weighted:
+        vectorized = jnp.vectorize(fn, signature=signature)
+    else:
+        core_signature = "(n)" + ",()" * n_hyper + out_core
+        core = jnp.vectorize(lambda losses, *hyper: fn(losses, None, *hyper), signature=core_signature)
+        vectorized = lambda losses, w, *hyper: core(losses, *hyper)  # noqa: E731
     last = tuple(range(ndim - len(axes), ndim))
 
     def to_vectors(a):
@@ -86,11 +355,12 @@ def _compiled(kernel: Kernel, n_hyper: int, want_weights: bool, axes: tuple[int,
 
     def run(losses, weights, ok, *hyper):
         compute = jnp.promote_types(losses.dtype, jnp.float32)
-        w = jnp.ones(losses.shape, compute) if weights is None else weights.astype(compute)
         # Hyperparameters and nominal weights are constants for differentiation: the
         # gradient flows to the losses only (Danskin).
-        w, _ = to_vectors(jax.lax.stop_gradient(w))
-        hyper = tuple(jax.lax.stop_gradient(jnp.asarray(h, compute)) for h in hyper)
+        w = None
+        if weighted:
+            w, _ = to_vectors(jax.lax.stop_gradient(weights.astype(compute)))
+        hyper = tuple(jax.lax.stop_gradient(_cast(h, compute)) for h in hyper)
         flat, moved_shape = to_vectors(losses.astype(compute))
         out = vectorized(flat, w, *hyper)
         if want_weights:
@@ -117,7 +387,7 @@ def run(kernel: Kernel, losses, hyper, *, weights, where, axis, want_weights: bo
         )
     ok = jnp.asarray(True)
     if weights is not None:
-        weights, ok = _checks.weights(weights, losses.shape)
+        weights, ok = _checks.max_normalized_weights(weights, losses.shape, axes)
     if where is not None:
         # Masked examples leave the nominal distribution: fold the mask into the weights
         # (one compiled variant for "weighted or masked" instead of one per combination).
@@ -126,4 +396,21 @@ def run(kernel: Kernel, losses, hyper, *, weights, where, axis, want_weights: bo
     for _, h_ok in hyper:
         ok = ok & h_ok
     values = tuple(v for v, _ in hyper)
-    return _compiled(kernel, len(hyper), want_weights, axes, losses.ndim)(losses, weights, ok, *values)
+    free = loop_free()
+    unroll = UNROLLED_STEPS if free else 0
+    levels = _LEVELS if _LEVELS is not None else (() if free else SUBSAMPLE_LEVELS)
+    fn = _compiled(kernel, len(hyper), want_weights, axes, losses.ndim, weights is not None, unroll, levels)
+    return fn(losses, weights, ok, *values)
+
+
+__all__ = [
+    "SUBSAMPLE",
+    "SUBSAMPLE_LEVELS",
+    "Data",
+    "Kernel",
+    "as_kernel",
+    "force_loop_free",
+    "loop_free",
+    "run",
+    "subsample_levels",
+]

@@ -1,22 +1,728 @@
 r"""Exact solvers ("kernels") of the reductions' convex problems, one per reduction.
 
-Each kernel sees standardized losses ``ls`` (max 0, range 1 on the support, -1 off it),
-the nominal ``p`` (0 off the support, sums to 1) and the loss range ``scale``, and
-returns ``(q, penalty)``: the worst-case weights and the penalty in standardized units
-(0 for constrained problems). The engine (:mod:`.engine`) turns that into a value.
+Each kernel works on a :class:`~robustlearn._src.reductions.engine.Data`: the losses, the
+nominal ``p`` and the support maximum ``M`` and range, through the standardized losses
+:math:`z = (\ell - M)/(M - m) \in [-1, 0]`. ``solve`` returns the value (from the sums of
+its last pass over the data) and what ``weights`` needs to form :math:`q^\star`; the
+engine adds masks, weights, batching, gradients and the NaN policy.
+
+Performance model (XLA on CPU): a pass is one reduction ``sum_i p_i f(z_i)`` whose
+elementwise work fuses into it; comparisons and selects do not fuse, so a step function
+is written ``ceil(max(y, 0))`` (exactly 0 or 1 for ``y`` in ``[-1, 1]``), and no
+``n``-sized temporary is ever stored. A reduction costs a handful of such passes: the
+one-dimensional duals start from the solution on a strided subsample
+(:data:`~robustlearn._src.reductions.engine.SUBSAMPLE` examples) and need two or three
+Newton evaluations on the full vector; CVaR and TV find the value-at-risk by a few
+counting passes from a subsample bracket.
+
+Float32 accuracy model: every formula is written so that rounding errors are relative to
+the loss range, not to a quantity that cancels: ``expm1``/``log1p`` wherever a tilt is
+close to the identity, the Cressie--Read dual in the variable :math:`t = R/(M - \eta)`
+with :math:`a \log(1 + z t)` (stable as :math:`k \to 1`, where it tends to the KL dual,
+and as :math:`k \to \infty`), logarithms where :math:`k(k-1)\rho` overflows, and the
+closed forms or the proven asymptotic expansion where a root finder cannot resolve the
+dual (see each kernel).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-from robustlearn._src.reductions.rootfind import increasing_root
+from robustlearn._src.reductions import engine as _engine
+from robustlearn._src.reductions.rootfind import Root, increasing_root, newton
+
+# ------------------------------------------------------------------------- helpers
 
 
-def erm_kernel(ls, p, scale):
-    del scale
-    return p, 0.0
+def _step(y, s=None):
+    """``1`` where ``y > 0`` and ``0`` where ``y <= 0``, exactly (for ``|y| <= 2``).
+
+    ``min(max(y * 2^126, 0), 1)`` fuses into a reduction where a comparison would not;
+    ``s`` salts the constants of a pass (see :meth:`Data.fresh`).
+    """
+    big = 2.0 ** (jnp.finfo(y.dtype).maxexp - 2)  # 2^126: maps every positive normal y to >= 1
+    zero, one = (0.0, 1.0) if s is None else (s(0.0), s(1.0))
+    return jnp.minimum(jnp.maximum(y * big, zero), one)
+
+
+def _gt(a, b, s=None):
+    """``1`` where ``a > b`` and ``0`` elsewhere, by a comparison (exact for any floats).
+
+    :func:`_step` of the difference is not: two distinct floats below ``2^(mantissa)``
+    times the smallest normal number may differ by a subnormal amount, which the CPU
+    flushes to 0. The losses' order (CVaR/TV counting passes) uses this.
+    """
+    zero, one = (0.0, 1.0) if s is None else (s(0.0), s(1.0))
+    return jnp.where(a > b, one, zero)
+
+
+def _renormalized(q):
+    """``q / sum(q)``: weights whose terms cancel (``1 + z t`` or ``z - c`` near 0) are
+    rounded differently in the weights pass than in the pass that computed their sum (XLA
+    may contract ``1 + z t`` into a fused multiply-add in one and not the other), which can
+    leave their sum off 1 by many ulps; one more pass makes it a distribution again."""
+    return q / jnp.sum(q)
+
+
+def _branch(d, pred, if_true, if_false, *args):
+    """``lax.cond`` on a scalar; both branches and a select on the loop-free path.
+
+    On an accelerator a ``lax.cond`` reads its predicate on the host; the loop-free path
+    computes both sides instead (a pass more, no round trip).
+    """
+    if d.unroll:
+        a, b = if_true(*args), if_false(*args)
+        return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
+    return jax.lax.cond(pred, if_true, if_false, *args)
+
+
+def _mean_var(d):
+    """``E_p z`` and ``Var_p z`` by two passes (the centred form: no cancellation)."""
+    mu = d.E(d.z())
+    z, s = d.fresh(mu)
+    var = d.E(jnp.square(z - s(mu)))
+    return mu, var
+
+
+def _newton(d, evaluate, derivative, x0, lo, hi, trust=True):
+    """:func:`newton` to float precision with the options of ``d`` (loop-free path, fallback)."""
+    options = {"ok": d.ok, "trust": trust, "unrolled": d.unroll, "fallback": d.fallback}
+    return newton(evaluate, derivative, x0, lo, hi, tol=_tol(d.dtype), **options)
+
+
+def _log_bracket(dtype):
+    log_eps = jnp.log(jnp.finfo(dtype).eps)
+    return 2 * log_eps, -2 * log_eps
+
+
+def _tol(dtype):
+    return 4 * jnp.finfo(dtype).eps
+
+
+# -------------------------------------------------------------------------------- ERM
+
+
+class ErmKernel:
+    r"""The nominal mean :math:`\sum_i p_i \ell_i`.
+
+    Without weights it is one pass, ``c + sum_i (l_i - c)/n`` with ``c`` the first loss
+    and every term scaled by 1/4 (so neither a difference nor the sum can overflow, and
+    equal losses return that loss exactly); a non-finite loss makes the sum non-finite.
+    """
+
+    needs_stats = True
+
+    def prepare(self, *hyper):
+        return hyper
+
+    def solve_plain(self, losses):
+        n = losses.shape[0]
+        c = losses[0]
+        quarter = jnp.asarray(0.25, losses.dtype)
+        s = jnp.sum((losses * quarter - c * quarter) * jnp.asarray(1.0 / n, losses.dtype))
+        top = jnp.finfo(losses.dtype).max
+        value = jnp.clip((c * quarter + s) * 4, -top, top)
+        return value, jnp.isfinite(s)
+
+    def solve(self, d, *hyper):
+        return d.value(d.E(d.z())), None
+
+    def weights(self, d, aux, *hyper):
+        return jnp.broadcast_to(d.p, d.shape)
+
+
+# ----------------------------------------------------------------------- KL penalty
+
+
+def _tilt_sums(d, beta):
+    """``(A, log A)`` with ``A = E_p exp(beta z)``: by ``expm1``/``log1p`` when ``beta <= 1``.
+
+    For ``beta <= 1`` every ``exp(beta z)`` is in ``[1/e, 1]``, ``A - 1 = E expm1(beta z)``
+    is accurate relative to itself and so is ``log1p`` of it (``log A`` ~ ``beta E z`` is
+    then exact to a few ulps however small ``beta`` is). For ``beta > 1``, ``A`` itself
+    (a sum of positive terms) has a small relative error and ``log A`` an absolute error
+    of a few ulps, which ``1/beta`` shrinks.
+    """
+
+    def small(beta):
+        z, s = d.fresh(beta)
+        sm1 = d.E(jnp.expm1(s(beta) * z))
+        return 1 + sm1, jnp.log1p(sm1)
+
+    def large(beta):
+        z, s = d.fresh(beta)
+        a = d.E(jnp.exp(s(beta) * z))
+        return a, jnp.log(a)
+
+    return _branch(d, beta <= 1, small, large, beta)
+
+
+class KlPenaltyKernel:
+    r"""Tilted risk :math:`\lambda \log E_p e^{\ell/\lambda}`, written around the maximum.
+
+    With :math:`\beta = (M - m)/\lambda` the value is :math:`M + (M - m)\,\log A / \beta`,
+    :math:`A = E_p e^{\beta z} \in [p(\arg\max), 1]`: one pass. For large
+    :math:`\lambda` (:math:`\beta \le 1`), :math:`\log A = \mathrm{log1p}(E_p
+    \mathrm{expm1}(\beta z))` keeps full relative accuracy, so the value tends to the mean
+    without cancellation (``sum(q l) - lam log Z`` loses every digit there).
+    """
+
+    needs_stats = True
+
+    def prepare(self, lam):
+        return (lam,)
+
+    def _beta(self, d, lam):
+        tiny = jnp.finfo(d.dtype).tiny
+        lam = jnp.maximum(lam, tiny)
+        beta = (d.R / lam) / d.scale  # = (M - m) / lam, standardized inverse temperature
+        # beta below 2^-100: the value is the mean to 2^-100 of the range (no 0/0).
+        return jnp.clip(beta, 2.0**-100, jnp.finfo(d.dtype).max)
+
+    def solve(self, d, lam):
+        beta = self._beta(d, lam)
+        a, log_a = _tilt_sums(d, beta)
+        return d.value(log_a / beta), a
+
+    def weights(self, d, a, lam):
+        return d.p * jnp.exp(self._beta(d, lam) * d.z()) / a
+
+
+# ------------------------------------------------------------------ subsample starts
+
+
+def _levels(d):
+    """The chain of strided subsamples (smallest first) that start a full-data solve."""
+    subs = []
+    for size in d.levels:
+        if 8 * size <= d.n:
+            subs.append(d.subsample(size))
+    return subs
+
+
+def _start_by_subsamples(d, root, analytic):
+    """A starting point for ``root(d, x0) -> (x, extras)`` on ``d``.
+
+    Solves on the smallest subsample from ``analytic(sub)``, then on each larger one from
+    the previous solution. The subsample root differs from the full-data root by about
+    ``1/sqrt(size)`` (relative): from the 65536-example level one Newton step on the full
+    vector typically reaches float32 precision, so the full data is read about five times.
+    """
+    subs = _levels(d)
+    if not subs:
+        return analytic(d)
+    x = analytic(subs[0])
+    for sub in subs:
+        x = root(sub, x).x
+    return x
+
+
+def _solution(root: Root, tol, dual, primal):
+    """The value and what the weights pass needs, from a :class:`Root` of a dual.
+
+    The value is the *dual* objective at the last point: an upper bound that is exact to
+    second order in the error of the root (the dual is stationary there), and that stays
+    exact where the primal weights cannot be represented (Cressie--Read with large ``k``:
+    the weight of an example at the shift is ``x^a`` for an ``x`` below the smallest
+    float). The weights are the primal solution at the last point or, when the two sides
+    of the root are both known and close (always when the bracket closed on a jump), the
+    mixture ``(1 - theta) q_low + theta q_high`` whose mean loss equals the value: the
+    fraction of the mass of the examples at the jump (as CVaR's boundary example).
+
+    Returns ``(vz, (use_mix, theta, final, low, high))`` with each point ``(x, extras)``.
+    """
+    use, _ = root.blend(tol)
+    (x_lo, _, e_lo), (x_hi, _, e_hi) = root.low, root.high
+    vz = dual(root.x, root.extras)
+    v_lo, v_hi = primal(x_lo, e_lo), primal(x_hi, e_hi)
+    den = v_hi - v_lo
+    theta = jnp.clip(jnp.where(den != 0, (vz - v_lo) / jnp.where(den != 0, den, 1), 0), 0, 1)
+    return vz, (use, theta, (root.x, root.extras), (x_lo, e_lo), (x_hi, e_hi))
+
+
+def _mixed(sol, fn):
+    """``fn(x, extras)`` at the solution: the last point, or the mixture of the two sides."""
+    use, theta, final, low, high = sol
+    mix = jax.tree.map(lambda a, b: (1 - theta) * a + theta * b, fn(*low), fn(*high))
+    return jax.tree.map(lambda a, b: jnp.where(use, a, b), mix, fn(*final))
+
+
+# ------------------------------------------------------------------------------- KL
+
+
+def _kl_expansion_ok(rho, var, eps):
+    """Whether :math:`\\rho \\le \\varepsilon\\,\\mathrm{Var}_p z / 12` (see :class:`KlKernel`)."""
+    return 12 * rho <= eps * var
+
+
+def _expansion(d, rho):
+    """``(use, vz, aux)`` of the small-radius expansion, computed only for radii below eps/48."""
+    eps = d.eps
+
+    def expansion(_):
+        mu, var = _mean_var(d)
+        sigma = jnp.sqrt(var)
+        return _kl_expansion_ok(rho, var, eps), mu + jnp.sqrt(2 * rho) * sigma, (mu, sigma)
+
+    def no_expansion(_):
+        zero = jnp.zeros_like(rho)
+        return jnp.asarray(False), zero, (zero, zero)
+
+    # Var z <= 1/4: only radii below eps/48 can take the expansion.
+    return _branch(d, 48 * rho <= eps, expansion, no_expansion, None)
+
+
+def _linear_weights(d, rho, mu, sigma):
+    """:math:`q = p(1 + \\sqrt{2\\rho}(z - \\mu)/\\sigma)`, the weights of the expansion (its gradient)."""
+    safe = jnp.where(sigma > 0, sigma, 1)
+    return _renormalized(jnp.broadcast_to(d.p * (1 + jnp.sqrt(2 * rho) * (d.z() - mu) / safe), d.shape))
+
+
+class KlKernel:
+    r"""Worst case over a KL ball: the tilt :math:`q \propto p\,e^{\beta z}` with
+    :math:`KL(q_\beta\|p) = \rho`.
+
+    Newton in :math:`u = \log\beta` on :math:`f(u) = \beta E_q z - \log E_p e^{\beta z} -
+    \rho`, :math:`f'(u) = \beta^2 \mathrm{Var}_q z`, with :math:`\log E_p e^{\beta z}` as
+    in :func:`_tilt_sums`: two passes per evaluation (:math:`A = E_p e^{\beta z}`,
+    :math:`B = E_p z e^{\beta z}`), one more for the derivative (:math:`E_p z^2
+    e^{\beta z}`); the value :math:`M + (M - m) B/A` comes from the last evaluation.
+
+    Small radius: with :math:`\mu, \sigma^2` the nominal mean and variance of :math:`z`,
+    :math:`|V_z - \mu - \sqrt{2\rho}\,\sigma| \le \max(\rho/(12\sigma^2), 4\rho/3)` for
+    :math:`\rho \le \sigma^2/8` (upper bound: the dual at :math:`\beta = \sqrt{2\rho}/
+    \sigma` with :math:`|K'''| \le 1/4` for a cumulant generating function on a unit
+    interval; lower bound: the feasible :math:`q = p(1 + t(z - \mu))`, :math:`t \le 1/2`,
+    whose divergence is at most :math:`t^2\sigma^2/2 + t^3\sigma^2/3`). For
+    :math:`\rho \le \varepsilon\sigma^2/12` the bound is below :math:`\varepsilon/30` and
+    the expansion is returned: continuous at :math:`\rho = 0`, where the root finder can
+    no longer resolve :math:`\beta`.
+    """
+
+    needs_stats = True
+
+    def prepare(self, rho):
+        return (rho,)
+
+    @staticmethod
+    def _root(d, rho, u0):
+        def evaluate(u):
+            beta = jnp.exp(u)
+            a, log_a = _tilt_sums(d, beta)
+            z, s = d.fresh(u)
+            b = d.E(z * jnp.exp(s(beta) * z))
+            return beta * (b / a) - log_a - rho, (a, b, log_a)
+
+        def derivative(u, ab):
+            a, b = ab[0], ab[1]
+            beta = jnp.exp(u)
+            z, s = d.fresh(u)
+            c = d.E(z * z * jnp.exp(s(beta) * z))
+            eq = b / a
+            return beta * beta * jnp.maximum(c / a - eq * eq, 0)
+
+        lo, hi = _log_bracket(d.dtype)
+        return _newton(d, evaluate, derivative, u0, lo, hi)
+
+    @staticmethod
+    def _analytic(rho):
+        def start(d):
+            _, var = _mean_var(d)
+            tiny = jnp.finfo(d.dtype).tiny
+            sigma = jnp.sqrt(jnp.maximum(var, tiny))
+            return jnp.log(jnp.maximum(jnp.sqrt(2 * rho), tiny) / sigma)
+
+        return start
+
+    def solve(self, d, rho):
+        use, vz_exp, (mu, sigma) = _expansion(d, rho)
+
+        def root(_):
+            u0 = _start_by_subsamples(d, lambda sub, x: self._root(sub, rho, x), self._analytic(rho))
+
+            # Dual value (rho + log A) / beta with log A as the evaluation computed it (by
+            # log1p of E expm1 for beta <= 1: A - 1 from A would lose eps/beta); primal B / A.
+            def dual(u, ab):
+                return (rho + ab[2]) / jnp.exp(u)
+
+            return _solution(self._root(d, rho, u0), _tol(d.dtype), dual, lambda u, ab: ab[1] / ab[0])
+
+        def keep(_):
+            zero = jnp.zeros_like(rho)
+            point = (zero, (mu, sigma, zero))
+            return vz_exp, (jnp.asarray(False), zero, point, point, point)
+
+        vz, sol = _branch(d, use, keep, root, None)
+        return d.value(vz), (use, mu, sigma, sol)
+
+    def weights(self, d, aux, rho):
+        use, mu, sigma, sol = aux
+        z = d.z()
+
+        def tilt(_):
+            return _mixed(sol, lambda u, ab: d.p * jnp.exp(jnp.exp(u) * z) / ab[0])
+
+        def linear(_):
+            return _linear_weights(d, rho, mu, sigma)
+
+        return jnp.broadcast_to(_branch(d, use, linear, tilt, None), d.shape)
+
+
+# ------------------------------------------------------------------- Cressie--Read
+
+
+def _cr_log_c_times(k, kappa, rho):
+    r""":math:`(a + 1)\log c_k(\rho) = \log(1 + k\kappa\rho)/\kappa` (:math:`\kappa = k - 1`).
+
+    By logarithms where :math:`k\kappa\rho` overflows (:math:`k = 10^{20}`); tends to
+    :math:`\rho` as :math:`\kappa \to 0`.
+    """
+    prod = k * kappa * rho
+    big = ~jnp.isfinite(prod)
+    log_prod = jnp.log(k) + jnp.log(kappa) + jnp.log(jnp.where(rho > 0, rho, 1))
+    safe = jnp.where(big, 0, prod)
+    return jnp.where(big, log_prod, jnp.log1p(safe)) / kappa
+
+
+class CressieReadKernel:
+    r"""Worst case over a Cressie--Read ball, :math:`f_k(t) = (t^k - kt + k - 1)/(k(k-1))`.
+
+    With :math:`a = 1/(k-1)`, the shift :math:`\eta` of the dual and the variable
+    :math:`t = (M - m)/(M - \eta) > 0`, let :math:`x_i = (1 + z_i t)_+` (the largest is 1)
+    and :math:`q \propto p\,x^a`. With :math:`N = E_p x^a`, :math:`B = E_p z x^a` the
+    optimality condition of the dual is
+
+    .. math::
+
+        G(t) = (a + 1)\log c_k(\rho) + \log N - a \log\big(1 + tB/N\big) = 0,
+
+    decreasing in :math:`t`, and the value is :math:`M + (M - m) B/N`. Powers are
+    :math:`x^a = \exp(a\,\mathrm{log1p}(zt))`: as :math:`k \to 1` (:math:`a \to \infty`,
+    :math:`at \to \beta`) every term tends to its KL counterpart, so there is no
+    cancellation of size :math:`a` (the issue with :math:`(\ell - \eta)^{1/(k-1)}`), and
+    :math:`k = 1 + 10^{-9}` is as accurate as the KL ball; :math:`(a+1)\log c_k` is taken
+    by logarithms for :math:`k = 10^{20}`. Newton in :math:`\log t`: two passes per
+    evaluation, two more for the derivative. Small radii use the expansion of
+    :class:`KlKernel` (:math:`f_k''(1) = 1` for every :math:`k`), with the same switch.
+    """
+
+    needs_stats = True
+
+    def prepare(self, rho, k):
+        return rho, k
+
+    @staticmethod
+    def _kappa(k, dtype):
+        # k - 1 >= eps^2/16: k validated > 1 in float64 may round to 1 in float32, and
+        # below that gap the value differs from the limit by O(eps^2) of the range.
+        # and k - 1 <= 1/(16 tiny), so that a = 1/(k - 1) stays a normal number.
+        fi = jnp.finfo(dtype)
+        return jnp.clip(k - 1, fi.eps**2 / 16, 1 / (16 * fi.tiny))
+
+    @staticmethod
+    def _log_power(z, t, a, s=None):
+        """``a log(1 + z t)``: ``log x^a``, ``-inf`` where clipped."""
+        return a * jnp.log1p(jnp.maximum(z * t, -1.0 if s is None else s(-1.0)))
+
+    @classmethod
+    def _root(cls, d, lc, a, s0):
+        floor = jnp.finfo(d.dtype).eps
+
+        def evaluate(log_t):
+            t = jnp.exp(log_t)
+
+            def small(t):
+                z, s = d.fresh(t)
+                n1 = d.E(jnp.expm1(cls._log_power(z, s(t), s(a), s)))
+                return 1 + n1, jnp.log1p(n1), n1
+
+            def large(t):
+                z, s = d.fresh(t)
+                n = d.E(jnp.exp(cls._log_power(z, s(t), s(a), s)))
+                return n, jnp.log(n), n - 1
+
+            # x >= 1 - t: for t <= 1/2 and a t <= 1/2 every x^a >= 1/2 and N - 1 is the
+            # accurate quantity (kept: the dual value needs it to eps of itself).
+            n, log_n, n1 = _branch(d, (t <= 0.5) & (a * t <= 0.5), small, large, t)
+            z, s = d.fresh(t)
+            b = d.E(z * jnp.exp(cls._log_power(z, s(t), s(a), s)))
+            r = t * b / n
+            return -(lc + log_n - a * jnp.log1p(r)), (n, b, n1)
+
+        def derivative(log_t, nb):
+            n, b = nb[0], nb[1]
+            t = jnp.exp(log_t)
+
+            def moment(power):
+                # E z^power x^(a-1): x^a / max(x, eps) is x^(a-1) on the active set, 0 where clipped.
+                z, s = d.fresh(t)
+                w = jnp.exp(cls._log_power(z, s(t), s(a), s)) / jnp.maximum(s(1.0) + z * s(t), s(floor))
+                return d.E(z * w) if power == 1 else d.E(z * z * w)
+
+            r = t * b / n
+            n_s, b_s = a * t * moment(1), a * t * moment(2)
+            dr = r + t * b_s / n - t * b * n_s / (n * n)
+            return -(n_s / n - a * dr / (1 + r))
+
+        log_eps = jnp.log(d.eps)
+        lo = 2 * log_eps - jnp.log1p(a)
+        hi = -2 * log_eps
+        # x^a has an unbounded slope at x = 0 when a < 1 (k > 2): no Newton-step stop there.
+        return _newton(d, evaluate, derivative, s0, lo, hi, trust=a >= 1)
+
+    @staticmethod
+    def _analytic(rho, a):
+        def start(d):
+            _, var = _mean_var(d)
+            tiny = jnp.finfo(d.dtype).tiny
+            sigma = jnp.sqrt(jnp.maximum(var, tiny))
+            return jnp.log(jnp.maximum(jnp.sqrt(2 * rho), tiny) / sigma) - 0.5 * (jnp.log(a) + jnp.log1p(a))
+
+        return start
+
+    def solve(self, d, rho, k):
+        kappa = self._kappa(k, d.dtype)
+        k = 1 + kappa
+        a = 1 / kappa
+        lc = _cr_log_c_times(k, kappa, rho)
+        use, vz_exp, (mu, sigma) = _expansion(d, rho)
+
+        def root(_):
+            s0 = _start_by_subsamples(d, lambda sub, x: self._root(sub, lc, a, x), self._analytic(rho, a))
+
+            # Dual value (c D^(1/(a+1)) - 1) / t with D = N + t B; primal E_q z = B / N.
+            def dual(log_t, nb):
+                _, b, n1 = nb
+                t = jnp.exp(log_t)
+                return jnp.expm1(lc / (a + 1) + jnp.log1p(n1 + t * b) / (a + 1)) / t
+
+            return _solution(self._root(d, lc, a, s0), _tol(d.dtype), dual, lambda log_t, nb: nb[1] / nb[0])
+
+        def keep(_):
+            zero = jnp.zeros_like(rho)
+            point = (zero, (mu, sigma, zero))
+            return vz_exp, (jnp.asarray(False), zero, point, point, point)
+
+        vz, sol = _branch(d, use, keep, root, None)
+        return d.value(vz), (use, mu, sigma, sol)
+
+    def weights(self, d, aux, rho, k):
+        use, mu, sigma, sol = aux
+        a = 1 / self._kappa(k, d.dtype)
+        z = d.z()
+
+        def power(_):
+            q = _mixed(sol, lambda log_t, nb: d.p * jnp.exp(self._log_power(z, jnp.exp(log_t), a)) / nb[0])
+            return _renormalized(jnp.broadcast_to(q, d.shape))
+
+        def linear(_):
+            return _linear_weights(d, rho, mu, sigma)
+
+        return jnp.broadcast_to(_branch(d, use, linear, power, None), d.shape)
+
+
+# -------------------------------------------------------------------------- chi-square
+
+
+class ChiSquareKernel:
+    r"""Worst case over a :math:`\chi^2` ball (Cressie--Read with :math:`k = 2`, :math:`a = 1`).
+
+    While no weight is clipped the solution is closed-form: with :math:`\mu, \sigma` the
+    nominal mean and standard deviation of :math:`z`, :math:`V_z = \mu + \sqrt{2\rho}\,
+    \sigma` and :math:`q = p(1 + \sqrt{2\rho}(z - \mu)/\sigma)`, valid exactly when
+    :math:`\sigma \ge \sqrt{2\rho}\,(1 + \mu)` (the smallest weight is then
+    :math:`\ge 0`); two passes, and continuous at :math:`\rho = 0` (the root finder's
+    shift :math:`\eta \to -\infty` there). Otherwise Newton on :math:`G(t)` of
+    :class:`CressieReadKernel` with :math:`x^a = (1 + zt)_+` (no transcendental): two
+    passes per evaluation, two more for the derivative.
+    """
+
+    needs_stats = True
+
+    def prepare(self, rho):
+        return (rho,)
+
+    @staticmethod
+    def _root(d, lc, s0):
+        def evaluate(log_t):
+            t = jnp.exp(log_t)
+
+            def small(t):
+                z, s = d.fresh(t)
+                n1 = d.E(jnp.maximum(z * s(t), s(-1.0)))
+                return 1 + n1, jnp.log1p(n1), n1
+
+            def large(t):
+                z, s = d.fresh(t)
+                n = d.E(jnp.maximum(s(1.0) + z * s(t), s(0.0)))
+                return n, jnp.log(n), n - 1
+
+            n, log_n, n1 = _branch(d, t <= 0.5, small, large, t)
+            z, s = d.fresh(t)
+            b = d.E(z * jnp.maximum(s(1.0) + z * s(t), s(0.0)))
+            return -(lc + log_n - jnp.log1p(t * b / n)), (n, b, n1)
+
+        def derivative(log_t, nb):
+            n, b = nb[0], nb[1]
+            t = jnp.exp(log_t)
+            z, s = d.fresh(t)
+            p_ = d.E(z * _step(s(1.0) + z * s(t), s))  # 1 on the active set, 0 where clipped
+            z, s = d.fresh(t)
+            q_ = d.E(z * z * _step(s(1.0) + z * s(t), s))
+            r = t * b / n
+            n_s, b_s = t * p_, t * q_
+            dr = r + t * b_s / n - t * b * n_s / (n * n)
+            return -(n_s / n - dr / (1 + r))
+
+        lo, hi = _log_bracket(d.dtype)
+        return _newton(d, evaluate, derivative, s0, lo, hi)
+
+    @staticmethod
+    def _analytic(rho):
+        def start(d):
+            mu, var = _mean_var(d)
+            tiny = jnp.finfo(d.dtype).tiny
+            sigma = jnp.sqrt(jnp.maximum(var, tiny))
+            r2 = jnp.maximum(jnp.sqrt(2 * rho), tiny)
+            # The closed-form t (exact without clipping) is a lower bound of the clipped one.
+            return jnp.log(r2 / (sigma - mu * r2))
+
+        return start
+
+    def solve(self, d, rho):
+        mu, var = _mean_var(d)
+        sigma = jnp.sqrt(var)
+        r2 = jnp.sqrt(2 * rho)
+        closed = sigma >= r2 * (1 + mu)
+        lc = jnp.log1p(2 * rho)
+
+        def closed_form(_):
+            zero = jnp.zeros_like(rho)
+            point = (zero, (mu, sigma, zero))
+            return mu + r2 * sigma, (jnp.asarray(False), zero, point, point, point)
+
+        def root(_):
+            subs = _levels(d)
+            if subs:
+                s0 = _start_by_subsamples(d, lambda sub, x: self._root(sub, lc, x), self._analytic(rho))
+            else:
+                tiny = jnp.finfo(d.dtype).tiny
+                s0 = jnp.log(jnp.maximum(r2, tiny) / (jnp.maximum(sigma, tiny) - mu * r2))
+
+            # Dual value (c sqrt(D) - 1) / t with D = N + t B, c = sqrt(1 + 2 rho); primal B / N.
+            def dual(log_t, nb):
+                _, b, n1 = nb
+                t = jnp.exp(log_t)
+                return jnp.expm1((lc + jnp.log1p(n1 + t * b)) / 2) / t
+
+            return _solution(self._root(d, lc, s0), _tol(d.dtype), dual, lambda log_t, nb: nb[1] / nb[0])
+
+        vz, sol = _branch(d, closed, closed_form, root, None)
+        return d.value(vz), (closed, mu, sigma, sol)
+
+    def weights(self, d, aux, rho):
+        closed, mu, sigma, sol = aux
+        z = d.z()
+
+        def linear(_):
+            return _linear_weights(d, rho, mu, sigma)
+
+        def clipped(_):
+            q = _mixed(sol, lambda log_t, nb: d.p * jnp.maximum(1 + z * jnp.exp(log_t), 0) / nb[0])
+            return _renormalized(jnp.broadcast_to(q, d.shape))
+
+        return jnp.broadcast_to(_branch(d, closed, linear, clipped, None), d.shape)
+
+
+# ------------------------------------------------------------------ chi-square penalty
+
+
+class _AsRoot(NamedTuple):
+    x: jax.Array
+    extras: jax.Array
+
+
+class ChiSquarePenaltyKernel:
+    r"""Penalized :math:`\chi^2`: :math:`q = p\,(z - c)_+/\lambda_z` with
+    :math:`E_p(z - c)_+ = \lambda_z` (:math:`\lambda_z = \lambda/(M - m)`).
+
+    Without clipping (:math:`\lambda_z \ge 1 + \mu`) the value is the closed form
+    :math:`\mu + \sigma^2/(2\lambda_z)` (two passes). Otherwise :math:`E_p(z - c)_+` is
+    convex and piecewise linear in :math:`c`; Newton from :math:`c_0 = \mu - \lambda_z`
+    (left of the root) increases monotonically and lands exactly on the root once its
+    active set is right (one pass per evaluation, one more, a count, for the derivative).
+    With :math:`S_j = E_p (z - c)_+^j`, :math:`q = p(z - c)_+/S_1` and the value is
+    :math:`c + S_2/S_1 - \lambda_z (S_2/S_1^2 - 1)/2`.
+    """
+
+    needs_stats = True
+
+    def prepare(self, lam):
+        return (lam,)
+
+    @staticmethod
+    def _lam_z(d, lam):
+        dtype = d.dtype
+        lam_z = (jnp.maximum(lam, jnp.finfo(dtype).tiny) / d.R) * d.scale
+        return jnp.clip(lam_z, jnp.finfo(dtype).tiny, jnp.finfo(dtype).max)
+
+    @staticmethod
+    def _root(d, lam_z, c0):
+        def evaluate(c):
+            z, s = d.fresh(c)
+            s1 = d.E(jnp.maximum(z - s(c), s(0.0)))
+            return lam_z - s1, s1
+
+        def derivative(c, s1):
+            z, s = d.fresh(c)
+            return d.E(_step(z - s(c), s))
+
+        lo, hi = -jnp.ones_like(c0), jnp.zeros_like(c0)
+        root = _newton(d, evaluate, derivative, c0, lo, hi)
+        return root.x, root.extras
+
+    def solve(self, d, lam):
+        lam_z = self._lam_z(d, lam)
+        mu, var = _mean_var(d)
+        closed = lam_z >= 1 + mu
+
+        def closed_form(_):
+            return mu + var / (2 * lam_z), (jnp.asarray(True), mu, jnp.ones_like(mu))
+
+        def clipped(_):
+            def analytic(sub):
+                return jnp.maximum(sub.E(sub.z()) - lam_z, -1)
+
+            c0 = _start_by_subsamples(d, lambda sub, x: _AsRoot(*self._root(sub, lam_z, x)), analytic)
+            if not _levels(d):
+                c0 = jnp.maximum(mu - lam_z, -1)
+            c, s1 = self._root(d, lam_z, c0)
+            z, s = d.fresh(c)
+            s2 = d.E(jnp.square(jnp.maximum(z - s(c), s(0.0))))
+            vz = c + s2 / s1 - lam_z * (s2 / (s1 * s1) - 1) / 2
+            return vz, (jnp.asarray(False), c, s1)
+
+        vz, aux = _branch(d, closed, closed_form, clipped, None)
+        return d.value(vz), aux
+
+    def weights(self, d, aux, lam):
+        closed, c_or_mu, s1 = aux
+        lam_z = self._lam_z(d, lam)
+        z = d.z()
+
+        def linear(_):
+            return d.p * (1 + (z - c_or_mu) / lam_z)
+
+        def clipped(_):
+            return _renormalized(jnp.broadcast_to(d.p * jnp.maximum(z - c_or_mu, 0) / s1, d.shape))
+
+        return jnp.broadcast_to(_branch(d, closed, linear, clipped, None), d.shape)
+
+
+# ------------------------------------------------------------------- CVaR and TV
 
 
 def ordered_keys(x):
@@ -26,161 +732,254 @@ def ordered_keys(x):
     return bits ^ ((bits >> (8 * x.dtype.itemsize - 1)) & jnp.iinfo(itype).max)
 
 
-def upper_tail(x, p, mass):
-    """The mass ``mass`` of ``p`` that sits on the largest ``x``: allocation ``a`` with ``0 <= a <= p``.
+def _from_key(k, dtype):
+    itype = k.dtype
+    bits = k ^ ((k >> (8 * dtype.itemsize - 1)) & jnp.iinfo(itype).max)
+    return jax.lax.bitcast_convert_type(bits, dtype)
 
-    ``a_i = p_i`` above the threshold ``v``, a common fraction of ``p_i`` at ``v`` (tied
-    examples are treated alike) and 0 below, with ``sum(a) = mass``. The threshold is the
-    smallest support value whose strictly larger values carry less than ``mass``. That sum
-    only changes at values of ``x``, so a bisection over the integers that order the
-    floats finds ``v`` exactly in 32 (float32) or 64 (float64) passes of O(n), without a
-    sort.
+
+def _key_mid(lo, hi, dtype):
+    """The float halfway between ``lo`` and ``hi`` in the order of the floats."""
+    a, b = ordered_keys(lo), ordered_keys(hi)
+    mid = (a >> 1) + (b >> 1) + (a & b & 1)
+    return _normal(_from_key(mid, dtype))
+
+
+def _normal(x):
+    """``x`` with a subnormal magnitude replaced by 0 (CPUs flush subnormals: they are 0 there)."""
+    return jnp.where(jnp.abs(x) < jnp.finfo(x.dtype).tiny, jnp.zeros_like(x), x)
+
+
+def _below(x):
+    """The largest non-subnormal float below ``x``: no loss can lie strictly between.
+
+    A bracket end, not a differentiable quantity (``nextafter`` has no derivative): weights
+    differentiated inside a user's program must not fail here."""
+    x = jax.lax.stop_gradient(x)
+    r = jnp.nextafter(x, jnp.asarray(-jnp.inf, x.dtype))
+    tiny = jnp.finfo(x.dtype).tiny
+    return jnp.where(jnp.abs(r) < tiny, jnp.where(x > 0, 0, -tiny).astype(x.dtype), r)
+
+
+def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
+    r"""The mass ``alpha`` of ``p`` on the largest ``y = sign * scale * l`` (``sign`` = +-1).
+
+    The search works on the losses themselves (``y`` is exact: a sign and a power of 2),
+    so a comparison ``y > t`` is decided identically in every pass. Finds thresholds
+    ``lo < hi`` with ``C(lo) >= alpha > C(hi)``, :math:`C(t) = E_p[y > t]`, such that the
+    certificate :math:`(hi - lo)(C(lo) - C(hi)) \le \tau\alpha R` holds (:math:`\tau =
+    4\varepsilon`, ``R`` the range of ``y``) or no support value lies in ``(lo, hi)``
+    other than ``hi``. The allocation :math:`a = p` above ``hi`` and :math:`\theta p` on
+    ``(lo, hi]`` (:math:`\theta = (\alpha - C(hi))/(C(lo) - C(hi))`) has mass ``alpha``
+    and :math:`a \le p`; its mean of ``y`` is within the certificate of the optimum (by
+    convexity of :math:`\eta + E_p(y - \eta)_+/\alpha`), and exact in the second case
+    (the value-at-risk is ``hi``; its ties share the remainder). Candidates: linear
+    interpolation of ``C`` kept 1/64 of the bracket from its ends, a bisection in the
+    order of the floats every third step (at most 32 or 64 of those reach adjacent
+    floats), and, once the bracket holds at most 8 examples' mass, the largest support
+    value ``<= hi`` and the smallest ``> lo`` (one pass each), which close it exactly.
+    Every pass is one fused sum, ``C(t) = E_p [y > t]``.
+
+    Returns ``(lo, hi, C(lo), C(hi), S(lo), S(hi))`` with :math:`S(t) = E_p (y - t)_+`.
     """
-    in_support = p > 0
-    key = ordered_keys(x)
-    info = jnp.iinfo(key.dtype)
+    dtype = d.dtype
+    tol = 4 * jnp.finfo(dtype).eps if tol is None else tol
+    lo_y, hi_y = (d.m * d.scale, d.Ms) if sign > 0 else (-d.Ms, -d.m * d.scale)
 
-    def heavy(k):  # does the mass strictly above key k fill the budget?
-        return jnp.sum(jnp.where(in_support & (key > k), p, 0)) >= mass
+    def y(salt):
+        zero = (salt - salt) * (next(_engine._SALTS) % 2**20 + 1)
+        return sign * d.losses * (d.scale + zero), lambda x: x + zero
 
-    lo = jnp.min(jnp.where(in_support, key, info.max)) - 1  # all the mass is above lo
-    hi = jnp.max(jnp.where(in_support, key, info.min))  # no mass is above hi
+    def count(t):
+        yt, s = y(t)
+        return d.E(_gt(yt, s(t), s))
 
-    def bisect(_, bounds):
-        lo, hi = bounds
-        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without overflow
-        big = heavy(mid)
-        return jnp.where(big, mid, lo), jnp.where(big, hi, mid)
+    one = jnp.ones((), dtype)
+    zero = jnp.zeros((), dtype)
+    lo, c_lo = _below(lo_y), one
+    hi, c_hi = hi_y, zero
+    if lo0 is not None:
+        c = count(lo0)
+        good = (c >= alpha) & (lo0 > lo)  # the subsample bracket may miss: keep the full one
+        lo, c_lo = jnp.where(good, lo0, lo), jnp.where(good, c, c_lo)
+    if hi0 is not None:
+        c = count(hi0)
+        good = (c < alpha) & (hi0 < hi)
+        hi, c_hi = jnp.where(good, hi0, hi), jnp.where(good, c, c_hi)
+    unit = jnp.max(d.p) if d.weighted else d.p
+    width = hi_y - lo_y
 
-    _, hi = jax.lax.fori_loop(0, 8 * key.dtype.itemsize, bisect, (lo, hi))
-    threshold = jnp.max(jnp.where(in_support & (key <= hi), x, -jnp.inf))
-    above = in_support & (x > threshold)
-    at = in_support & (x == threshold)
-    rest = mass - jnp.sum(jnp.where(above, p, 0))
-    at_mass = jnp.sum(jnp.where(at, p, 0))
-    fraction = jnp.clip(rest / jnp.where(at_mass > 0, at_mass, 1), 0, 1)
-    return jnp.where(above, p, jnp.where(at, fraction * p, 0))
+    def closed(lo, hi, c_lo, c_hi):
+        return (_below(hi) <= lo) | ((hi - lo) * (c_lo - c_hi) <= tol * alpha * width)
+
+    def snap(args):
+        lo, hi = args
+        (y1, s1), (y2, s2) = y(hi), y(lo)
+        # The largest support y <= hi and the smallest > lo (the others are pushed past the ends).
+        top = jnp.max(y1 - s1(2 * width + 1) * _gt(y1, s1(hi), s1))
+        bottom = jnp.min(y2 + s2(2 * width + 1) * (s2(1.0) - _gt(y2, s2(lo), s2)))
+        single = bottom >= top
+        return jnp.where(single, jnp.maximum(_below(top), lo), lo), jnp.minimum(top, hi)
+
+    def body(state):
+        lo, hi, c_lo, c_hi, it, _ = state
+        frac = (c_lo - alpha) / (c_lo - c_hi)
+        margin = (hi - lo) * jnp.asarray(1 / 64, dtype)
+        interp = jnp.clip(lo + (hi - lo) * jnp.clip(frac, 0, 1), lo + margin, hi - margin)
+        mid = _key_mid(lo, hi, dtype)
+        t = jnp.where(it % 3 == 2, mid, interp)
+        t = jnp.where((t > lo) & (t < hi), t, mid)
+        c = count(t)
+        heavy = c >= alpha
+        lo, c_lo = jnp.where(heavy, t, lo), jnp.where(heavy, c, c_lo)
+        hi, c_hi = jnp.where(heavy, hi, t), jnp.where(heavy, c_hi, c)
+        few = (c_lo - c_hi <= 8 * unit) & ~closed(lo, hi, c_lo, c_hi)
+        lo, hi = _branch(d, few, snap, lambda a: a, (lo, hi))
+        return lo, hi, c_lo, c_hi, it + 1, closed(lo, hi, c_lo, c_hi)
+
+    max_iter = 16 * dtype.itemsize * 8
+    state = (lo, hi, c_lo, c_hi, jnp.zeros((), jnp.int32), closed(lo, hi, c_lo, c_hi) | ~d.ok)
+
+    def cond(state):
+        return (~state[5]) & (state[4] < max_iter)
+
+    def keep_if_done(state):
+        new = body(state)
+        return jax.tree.map(lambda a, b: jnp.where(state[5], a, b), state, new)
+
+    if d.unroll:
+        for _ in range(d.unroll):
+            state = keep_if_done(state)
+        if d.fallback:
+            state = jax.lax.cond(state[5], lambda s: s, lambda s: jax.lax.while_loop(cond, body, s), state)
+    else:
+        state = jax.lax.while_loop(cond, body, state)
+    lo, hi, c_lo, c_hi, _, _ = state
+    (y1, s1), (y2, s2) = y(lo), y(hi)
+    s_lo = d.E(jnp.maximum(y1 - s1(lo), s1(0.0)))
+    s_hi = d.E(jnp.maximum(y2 - s2(hi), s2(0.0)))
+    return lo, hi, c_lo, c_hi, s_lo, s_hi
 
 
-def cvar_kernel(ls, p, scale, alpha):
-    """The largest losses get ``p / alpha`` until the budget is spent (fractional top-k)."""
-    del scale
-    return upper_tail(ls, p, alpha) / alpha, 0.0
+def _tail_start(d, sign, alpha):
+    """A bracket ``(lo, hi)`` of the value-at-risk from a strided subsample, or ``(None, None)``.
 
-
-def tv_kernel(ls, p, scale, radius):
-    """Moves the mass ``radius`` from the smallest losses onto the largest one.
-
-    Removing the lowest ``radius`` of the mass and adding it to the maximizers (in
-    proportion to ``p`` when tied) is optimal: the value is
-    ``radius * max + (1 - radius) * CVaR_{1 - radius}``, and the total variation moved is
-    exactly ``radius`` (less when every loss is equal).
+    The tails of mass ``alpha +- 4 sd + 2/m`` of the largest subsample (``m`` examples,
+    ``sd`` the binomial standard deviation of a mass estimate), each by :func:`_tail` on
+    the subsample; the full-data passes check that they bracket.
     """
-    del scale
-    in_support = p > 0
-    at_max = in_support & (ls == 0)  # the standardized maximum is exactly 0
-    max_mass = jnp.sum(jnp.where(at_max, p, 0))
-    q = p - upper_tail(-ls, p, radius) + radius * jnp.where(at_max, p, 0) / max_mass
-    return q, 0.0
+    subs = _levels(d)
+    if not subs:
+        return None, None
+    sub = subs[-1]
+    m = sub.n
+    spread = 4 * jnp.sqrt(alpha * (1 - alpha) / m) + 2 / m
+    wide = jnp.minimum(alpha + spread, 1)
+    narrow = jnp.maximum(alpha - spread, jnp.asarray(0.5 / m, alpha.dtype))
+    loose = jnp.asarray(1 / m, alpha.dtype)
+    lo = _tail(sub, sign, wide, tol=loose)[0]
+    hi = _tail(sub, sign, narrow, tol=loose)[1]
+    return lo, hi
 
 
-def bounds(dtype):
-    """Log-scale bracket wide enough to reach float precision at both ends."""
-    log_eps = jnp.log(jnp.finfo(dtype).eps)
-    return 2 * log_eps, -2 * log_eps
+def _tail_value(alpha, lo, hi, c_lo, c_hi, s_lo, s_hi):
+    """The mean of ``y`` under the allocation of :func:`_tail` divided by ``alpha`` (CVaR of ``y``)."""
+    den = c_lo - c_hi
+    theta = jnp.where(den > 0, (alpha - c_hi) / jnp.where(den > 0, den, 1), 0)
+    return hi + (s_hi + theta * (s_lo - s_hi - (hi - lo) * c_lo)) / alpha, theta
 
 
-def cressie_read_kernel(ls, p, scale, radius, k):
-    r"""Dual in the shift :math:`\eta = -e^s` (the maximum loss is 0).
+def _tail_fraction(y, lo, hi, theta):
+    """The allocation of :func:`_tail` as a fraction of ``p`` (in ``[0, 1]``)."""
+    upper = _gt(y, hi)
+    return upper + theta * (_gt(y, lo) - upper)
 
-    With :math:`c = (1 + k(k-1)\rho)^{1/k}`, :math:`a = 1/(k-1)` and
-    :math:`\tilde x = (\ell - \eta)_+ / (-\eta)`, the optimal shift solves
-    :math:`\log c + \log E_p[\tilde x^{a}] - \tfrac1k \log E_p[\tilde x^{a+1}] = 0`,
-    which is increasing in :math:`s`; then :math:`q \propto p\,\tilde x^{a}`.
+
+class CvarKernel:
+    r"""CVaR: the largest losses get :math:`p/\alpha` until the mass is spent.
+
+    The value-at-risk is bracketed by a strided subsample, then narrowed by counting
+    passes (:func:`_tail`); the value is :math:`\sum_i q_i \ell_i` for the returned
+    allocation (within :math:`4\varepsilon (M - m)` of the optimum by the certificate,
+    and exact when the bracket closes on a support value).
     """
-    del scale
-    a = 1 / (k - 1)
-    log_c = jnp.log1p(k * (k - 1) * radius) / k
-    in_support = p > 0
 
-    def shifted(s):
-        x = 1 + ls * jnp.exp(-s)
-        active = in_support & (x > 0)
-        return active, jnp.where(active, x, 1)
+    needs_stats = True
 
-    def stationarity(s):
-        active, x = shifted(s)
-        n_moment = jnp.sum(jnp.where(active, p * x**a, 0))
-        m_moment = jnp.sum(jnp.where(active, p * x ** (a + 1), 0))
-        return log_c + jnp.log(n_moment) - jnp.log(m_moment) / k
+    def prepare(self, alpha):
+        return (alpha,)
 
-    s_lo, s_max = bounds(ls.dtype)
-    # c * (1 - e^{-s})^a >= 1 guarantees a non-negative stationarity value at s_hi.
-    s_hi = -jnp.log(-jnp.expm1(-(k - 1) * log_c))
-    s_hi = jnp.clip(jnp.where(jnp.isnan(s_hi), s_max, s_hi), s_lo, s_max)
-    s = increasing_root(stationarity, s_lo, s_hi)
-    active, x = shifted(s)
-    weight = jnp.where(active, p * x**a, 0)
-    q = weight / jnp.sum(weight)
-    return jnp.where(radius > 0, q, p), 0.0
+    @staticmethod
+    def _alpha(alpha, dtype):
+        return jnp.clip(alpha, jnp.finfo(dtype).tiny, 1)
+
+    def solve(self, d, alpha):
+        alpha = self._alpha(alpha, d.dtype)
+        lo0, hi0 = _tail_start(d, 1, alpha)
+        lo, hi, c_lo, c_hi, s_lo, s_hi = _tail(d, 1, alpha, lo0, hi0)
+        cvar_y, theta = _tail_value(alpha, lo, hi, c_lo, c_hi, s_lo, s_hi)
+        return d.value((cvar_y - d.Ms) / d.R), (lo, hi, theta)
+
+    def weights(self, d, aux, alpha):
+        lo, hi, theta = aux
+        return d.p * _tail_fraction(d.losses * d.scale, lo, hi, theta) / self._alpha(alpha, d.dtype)
 
 
-def chi_square_kernel(ls, p, scale, radius):
-    return cressie_read_kernel(ls, p, scale, radius, jnp.asarray(2, ls.dtype))
+class TvKernel:
+    r"""TV ball: the mass :math:`\rho` of the smallest losses moves to the largest.
 
-
-def tilted(ls, p, beta):
-    """Exponential tilt q ∝ p exp(beta ls) and its log-normalizer."""
-    logits = jnp.where(p > 0, beta * ls + jnp.log(jnp.where(p > 0, p, 1)), -jnp.inf)
-    log_z = jax.nn.logsumexp(logits)
-    return jnp.exp(logits - log_z), log_z
-
-
-def kl_kernel(ls, p, scale, radius):
-    r"""Dual in :math:`u = \log\lambda`: solve :math:`KL(q_\lambda \| p) = \rho`.
-
-    :math:`\rho - KL(q_\lambda\|p)` is the derivative of the dual objective and increases
-    with :math:`\lambda`. Since the standardized range is 1, Hoeffding's lemma gives
-    :math:`KL(q_\lambda\|p) \le 1/(8\lambda^2)`, so :math:`\lambda = 1/\sqrt{8\rho}`
-    is a valid upper end of the bracket.
+    The removed mass is the :math:`\rho`-tail of :math:`y = -\ell` (:func:`_tail`), and
+    :math:`V = \mu + \rho\,(M + \mathrm{CVaR}_\rho(-\ell))`; the maximizers share
+    :math:`\rho` in proportion to :math:`p`.
     """
-    del scale
 
-    def excess(u):
-        beta = jnp.exp(-u)
-        q, log_z = tilted(ls, p, beta)
-        return radius - (beta * jnp.sum(q * ls) - log_z)
+    needs_stats = True
 
-    u_lo, u_max = bounds(ls.dtype)
-    u_hi = jnp.clip(-0.5 * jnp.log(8 * radius), u_lo, u_max)
-    u = increasing_root(excess, u_lo, u_hi)
-    q, _ = tilted(ls, p, jnp.exp(-u))
-    return jnp.where(radius > 0, q, p), 0.0
+    def prepare(self, radius):
+        return (radius,)
 
+    def solve(self, d, radius):
+        dtype = d.dtype
+        rho = jnp.clip(radius, 0, 1)
+        alpha = jnp.maximum(rho, jnp.finfo(dtype).tiny)
+        mu = d.E(d.z())
+        lo0, hi0 = _tail_start(d, -1, alpha)
+        lo, hi, c_lo, c_hi, s_lo, s_hi = _tail(d, -1, alpha, lo0, hi0)
+        cvar_y, theta = _tail_value(alpha, lo, hi, c_lo, c_hi, s_lo, s_hi)
+        vz = mu + rho * (d.Ms + cvar_y) / d.R
+        zero = (lo - lo) * (next(_engine._SALTS) % 2**20 + 1)
+        top = d.E(_gt(d.losses * (d.scale + zero), _below(d.Ms) + zero))  # mass at the maximum
+        return d.value(vz), (lo, hi, theta, top)
 
-def chi_square_penalty_kernel(ls, p, scale, lam):
-    r"""Solve :math:`\sum_i p_i (1 + (\ell_i - \eta)/\lambda)_+ = 1` for :math:`\eta`.
-
-    The left side is piecewise linear and decreasing in :math:`\eta`, so the safeguarded
-    Newton iteration lands on the exact root. The bracket is :math:`[E_p \ell, \lambda]`
-    (the sum is at least 1 at :math:`E_p\ell` and 0 at :math:`\lambda \ge \max \ell`).
-    """
-    lam = lam / scale
-    in_support = p > 0
-
-    def excess(eta):
-        return 1 - jnp.sum(jnp.where(in_support, p * jnp.maximum(1 + (ls - eta) / lam, 0), 0))
-
-    eta = increasing_root(excess, jnp.sum(p * ls), lam)
-    ratio = jnp.where(in_support, jnp.maximum(1 + (ls - eta) / lam, 0), 0)
-    q = p * ratio
-    # lam * p (t - 1)^2 / 2 written without squaring the (possibly huge) ratio t.
-    penalty = 0.5 * jnp.sum(jnp.where(ratio > 0, (ls - eta) * (q - p), lam * p))
-    return q, penalty
+    def weights(self, d, aux, radius):
+        lo, hi, theta, top = aux
+        dtype = d.dtype
+        rho = jnp.clip(radius, 0, 1)
+        alpha = jnp.maximum(rho, jnp.finfo(dtype).tiny)
+        y = d.losses * d.scale
+        removed = d.p * _tail_fraction(-y, lo, hi, theta) * (rho / alpha)  # rho / alpha: 1, or 0 at rho = 0
+        at_max = _gt(y, _below(d.Ms))
+        return d.p - removed + rho * d.p * at_max / top
 
 
-def kl_penalty_kernel(ls, p, scale, lam):
-    lam = lam / scale
-    q, log_z = tilted(ls, p, 1 / lam)
-    # lam * KL(q || p) = sum(q * ls) - lam * log Z.
-    return q, jnp.sum(q * ls) - lam * log_z
+erm_kernel = ErmKernel()
+cvar_kernel = CvarKernel()
+tv_kernel = TvKernel()
+chi_square_kernel = ChiSquareKernel()
+kl_kernel = KlKernel()
+cressie_read_kernel = CressieReadKernel()
+chi_square_penalty_kernel = ChiSquarePenaltyKernel()
+kl_penalty_kernel = KlPenaltyKernel()
+
+__all__ = [
+    "chi_square_kernel",
+    "chi_square_penalty_kernel",
+    "cressie_read_kernel",
+    "cvar_kernel",
+    "erm_kernel",
+    "increasing_root",
+    "kl_kernel",
+    "kl_penalty_kernel",
+    "ordered_keys",
+    "tv_kernel",
+]

@@ -73,3 +73,153 @@ def increasing_root(
     out = jax.lax.while_loop(cond, body, state)
     root = jnp.where(f_lo >= 0, lo, jnp.where(f_hi <= 0, hi, out.x))
     return root
+
+
+class _NewtonState(NamedTuple):
+    lo: jax.Array
+    hi: jax.Array
+    x: jax.Array
+    f: jax.Array
+    df: jax.Array
+    extras: object
+    dx_old: jax.Array
+    it: jax.Array
+    done: jax.Array
+    low: tuple  # (x, f, extras) of the last point with f <= 0
+    high: tuple  # (x, f, extras) of the last point with f > 0
+    have_low: jax.Array
+    have_high: jax.Array
+
+
+class Root(NamedTuple):
+    """What :func:`newton` found: the last point, and the last points on either side of the root."""
+
+    x: jax.Array
+    extras: object
+    converged: jax.Array
+    low: tuple
+    high: tuple
+    have_low: jax.Array
+    have_high: jax.Array
+
+    def blend(self, tol):
+        """``theta`` for mixing the extras of :attr:`low` and :attr:`high`, and whether to.
+
+        When both sides are known within ``64 tol`` (always once the bracket closes on a
+        jump), ``theta = f_low / (f_low - f_high)`` in ``[0, 1]`` is where the secant
+        through them crosses zero; callers mix the two solutions with it (a secant step for
+        a smooth function; for a function with a jump, the fraction of the mass of the
+        examples at the jump, as CVaR's boundary example).
+        """
+        (x_lo, f_lo, _), (x_hi, f_hi, _) = self.low, self.high
+        close = jnp.abs(x_hi - x_lo) <= 64 * tol * jnp.maximum(jnp.maximum(jnp.abs(x_lo), jnp.abs(x_hi)), 1.0)
+        use = self.have_low & self.have_high & close
+        den = f_hi - f_lo
+        theta = jnp.where(use & (den > 0), -f_lo / jnp.where(den > 0, den, 1), 0.0)
+        return use, jnp.clip(theta, 0.0, 1.0)
+
+
+def newton(
+    evaluate, derivative, x0, lo, hi, *, tol, ok=True, trust=True, max_iter: int = 100, unrolled: int = 0, fallback=True
+):
+    """Root of a non-decreasing scalar function by safeguarded Newton, from a starting point.
+
+    ``evaluate(x) -> (f, extras)`` returns the function and anything the caller needs at
+    ``x`` (the sums that give the value), ``derivative(x, extras) -> df`` its derivative;
+    they are separate because each costs passes over the data: the last evaluation is
+    reused instead of repeated, and a point is accepted without its derivative when the
+    Newton step that reached it was small and ``|f| <= tol * max(|x|, 1) * |df|`` with
+    the derivative of the previous point (the next step would be below the tolerance).
+
+    The root is assumed in ``[lo, hi]`` (``f(lo) <= 0 <= f(hi)``; if not, the result is
+    the nearer end). Each step is Newton's when it stays inside the current bracket and at
+    least halves the step before last (``rtsafe``), else a bisection, so convergence is
+    guaranteed. Iteration stops once the next step ``|f / df|`` (or the bracket) is below
+    ``tol * max(|x|, 1)``.
+
+    ``trust=False`` (a traced flag) is for functions whose derivative may be unbounded
+    near the root (Cressie--Read with ``k > 2``: ``x^a`` with ``a < 1`` has an infinite
+    slope where an example enters the active set; in floating point the function may even
+    jump there): a small ``|f / df|`` proves nothing, so iteration stops only when the
+    bracket closes, and a Newton step below the tolerance overshoots by the tolerance to
+    close it. :meth:`Root.blend` then interpolates between its two sides.
+
+    ``unrolled > 0`` is the loop-free variant for accelerators, where a data-dependent
+    ``while_loop`` costs a device round trip per iteration: that many steps are unrolled
+    (a converged state stays put; the derivative is always computed), and the
+    ``while_loop`` runs, behind one ``lax.cond``, only if they did not converge
+    (``fallback=False``: never; for starting points, which the full solve verifies).
+    ``ok=False`` (a reduction with no valid input) stops at once.
+
+    Returns:
+        A :class:`Root`.
+    """
+    x0 = jnp.clip(x0, lo, hi)
+    f0, ex0 = evaluate(x0)
+    df0 = derivative(x0, ex0)
+    width = hi - lo
+    trust = jnp.asarray(trust)
+
+    def tolerance(x):
+        return tol * jnp.maximum(jnp.abs(x), 1.0)
+
+    def converged(x, f, df, lo, hi):
+        t = tolerance(x)
+        by_step = trust & jnp.isfinite(df) & (jnp.abs(f) <= t * jnp.abs(df))
+        return (f == 0) | by_step | (hi - lo <= t)
+
+    def side(x, f, ex, low, high, have_low, have_high):
+        is_low = f <= 0
+        pick = lambda new, old, flag: jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)  # noqa: E731
+        return (
+            pick((x, f, ex), low, is_low),
+            pick((x, f, ex), high, ~is_low),
+            have_low | is_low,
+            have_high | ~is_low,
+        )
+
+    done0 = converged(x0, f0, df0, lo, hi) | ~jnp.asarray(ok)
+    point = (x0, f0, ex0)
+    state = _NewtonState(
+        lo, hi, x0, f0, df0, ex0, width, jnp.zeros((), jnp.int32), done0, point, point, f0 <= 0, f0 > 0
+    )
+
+    def step(s: _NewtonState, always_derivative: bool) -> _NewtonState:
+        lo = jnp.where(s.f < 0, s.x, s.lo)
+        hi = jnp.where(s.f > 0, s.x, s.hi)
+        delta = s.f / s.df
+        t_old = tolerance(s.x)
+        # Without a trusted derivative, a tiny Newton step overshoots by the tolerance.
+        delta = jnp.where(~trust & (jnp.abs(delta) <= t_old), delta + jnp.sign(s.f) * t_old, delta)
+        guess = s.x - delta
+        use_newton = jnp.isfinite(guess) & (guess > lo) & (guess < hi) & (jnp.abs(2.0 * delta) <= jnp.abs(s.dx_old))
+        x = jnp.where(use_newton, guess, 0.5 * (lo + hi))
+        f, ex = evaluate(x)
+        t = tolerance(x)
+        small_step = trust & use_newton & (jnp.abs(delta) <= jnp.maximum(jnp.abs(x), 1.0) / 64)
+        cheap_done = (f == 0) | (hi - lo <= t) | (small_step & jnp.isfinite(s.df) & (jnp.abs(f) <= t * jnp.abs(s.df)))
+        if always_derivative:
+            df = derivative(x, ex)
+        else:
+            df = jax.lax.cond(cheap_done, lambda: s.df, lambda: derivative(x, ex))
+        done = cheap_done | converged(x, f, df, lo, hi)
+        low, high, have_low, have_high = side(x, f, ex, s.low, s.high, s.have_low, s.have_high)
+        return _NewtonState(lo, hi, x, f, df, ex, jnp.abs(x - s.x), s.it + 1, done, low, high, have_low, have_high)
+
+    def cond(s: _NewtonState):
+        return (~s.done) & (s.it < max_iter)
+
+    def keep_if_done(s: _NewtonState) -> _NewtonState:
+        new = step(s, True)
+        return jax.tree.map(lambda a, b: jnp.where(s.done, a, b), s, new)
+
+    def loop(s):
+        return jax.lax.while_loop(cond, lambda s: step(s, False), s)
+
+    for _ in range(unrolled):
+        state = keep_if_done(state)
+    if not unrolled:
+        state = loop(state)
+    elif fallback:
+        state = jax.lax.cond(state.done, lambda s: s, loop, state)
+    return Root(state.x, state.extras, state.done, state.low, state.high, state.have_low, state.have_high)

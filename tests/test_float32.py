@@ -1,0 +1,282 @@
+"""Float32 (what users run) at the extremes: every float32 reproduction of the 0.1 review and both ends of
+every hyperparameter's range, against float64 references and documented limits; and the
+fast paths (subsample-started solves, the loop-free accelerator path) against references.
+
+The suite forces x64 on; these tests turn it off explicitly. Tolerance: 32 eps (float32) of
+the largest |loss| (see tests/test_reference.py), plus each case's own reference error
+(a documented limit stands for the exact value within a stated bound).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import robustlearn as rl
+from robustlearn._src.reductions import engine
+from tests import _references as ref
+from tests.strategies import CASE_IDS, CASES
+
+EPS32 = float(np.finfo(np.float32).eps)
+TOL32 = 32 * EPS32
+
+# "l in [0, 1]" of the review: five float32 losses (one shape: one compilation per reduction).
+U = np.array([0.05, 0.93, 0.41, 0.77, 0.26], np.float32)
+BIG = np.array([-3e38, 3e38, 0.0, 1e38, -1e37], np.float32)
+P5 = np.full(5, 0.2)
+
+
+def _mean(losses, p):
+    return float(p @ losses)
+
+
+def _max(losses, p):
+    return float(losses[p > 0].max())
+
+
+def _ref(name, **hyper):
+    return lambda losses, p: ref.value(name, losses, p, hyper)
+
+
+def _closed_chi_square(radius):
+    # No weight clipped (checked): mean + sqrt(2 rho) std, exactly.
+    def expected(losses, p):
+        mu = p @ losses
+        sd = np.sqrt(p @ (losses - mu) ** 2)
+        assert mu - sd / np.sqrt(2 * radius) <= losses.min()
+        return float(mu + np.sqrt(2 * radius) * sd)
+
+    return expected
+
+
+def row(label, name, hyper, losses=U, weights=None, expected=None, extra=0.0):
+    """(id, reduction, hyperparameters, losses, weights, expected(losses64, p), extra tolerance).
+
+    ``expected`` defaults to the float64 reference of the same problem (tests/_references.py).
+    """
+    return (label, name, hyper, losses, weights, expected or _ref(name, **hyper), extra)
+
+
+KL_HALF = _ref("kl", radius=0.5)
+
+TABLE = [
+    # kl_penalty around the mean (was 0.517896 vs 0.516910 at 1e4, the maximum from 1e6 on)
+    row("kl_penalty lam=1e4", "kl_penalty", {"lam": 1e4}),
+    row("kl_penalty lam=1e6", "kl_penalty", {"lam": 1e6}),
+    row("kl_penalty lam=1e8", "kl_penalty", {"lam": 1e8}),
+    row("kl_penalty lam=1e30 -> mean", "kl_penalty", {"lam": 1e30}, expected=_mean),
+    # Cressie-Read for huge k (was the maximum), k = 1e6 (was off by 5e-4), k -> 1 (was off, then NaN)
+    row("cressie_read k=1e20", "cressie_read", {"radius": 0.5, "k": 1e20}),
+    row("cressie_read k=1e30", "cressie_read", {"radius": 0.5, "k": 1e30}),
+    row("cressie_read k=1e6", "cressie_read", {"radius": 0.5, "k": 1e6}),
+    row("cressie_read k=1+1e-5", "cressie_read", {"radius": 0.5, "k": 1 + 1e-5}),
+    # |CR_k - KL| = O(k - 1) of the range; the bound is the extra tolerance.
+    row("cressie_read k=1+1e-7 -> KL", "cressie_read", {"radius": 0.5, "k": 1 + 1e-7}, expected=KL_HALF, extra=1e-6),
+    row("cressie_read k=1+1e-9 -> KL", "cressie_read", {"radius": 0.5, "k": 1 + 1e-9}, expected=KL_HALF, extra=1e-8),
+    # small radii: closed form / continuity at 0 (radius 1e-8 was off by 3.4x the increment)
+    row("chi_square radius=1e-8", "chi_square", {"radius": 1e-8}, expected=_closed_chi_square(1e-8)),
+    row("chi_square radius=1e-30", "chi_square", {"radius": 1e-30}, expected=_closed_chi_square(1e-30)),
+    row("chi_square radius=0", "chi_square", {"radius": 0.0}, expected=_mean),
+    row("cressie_read radius=1e-8", "cressie_read", {"radius": 1e-8, "k": 1.5}),
+    # value - mean <= sqrt(2 rho) std < 1e-14 of the range at rho = 1e-30
+    row("cressie_read radius=1e-30", "cressie_read", {"radius": 1e-30, "k": 3.0}, expected=_mean, extra=1e-14),
+    row("kl radius=1e-30", "kl", {"radius": 1e-30}, expected=_mean, extra=1e-14),
+    # between the expansion and ordinary radii the dual value needs log A and N - 1 to eps
+    # of themselves (from log1p(A - 1) they were off by eps/beta: 1e-4 of the range at 1e-9)
+    row("kl radius=1e-9", "kl", {"radius": 1e-9}),
+    row("kl radius=1e-8", "kl", {"radius": 1e-8}),
+    row("kl radius=1e-7", "kl", {"radius": 1e-7}),
+    row("cressie_read radius=1e-9", "cressie_read", {"radius": 1e-9, "k": 1.5}),
+    row("cressie_read radius=1e-7 k=3", "cressie_read", {"radius": 1e-7, "k": 3.0}),
+    # hyperparameters that float32 flushes or overflows: the documented limit (was NaN)
+    row("cvar alpha=1e-39 -> max", "cvar", {"alpha": 1e-39}, expected=_max),
+    row("kl_penalty lam=1e-40 -> max", "kl_penalty", {"lam": 1e-40}, expected=_max),
+    row("chi_square_penalty lam=1e-40 -> max", "chi_square_penalty", {"lam": 1e-40}, expected=_max),
+    row("chi_square radius=1e39 -> max", "chi_square", {"radius": 1e39}, expected=_max),
+    row("kl radius=1e300 -> max", "kl", {"radius": 1e300}, expected=_max),
+    # an overflowing range (the penalized forms were NaN)
+    row("chi_square_penalty lam=1e38 on +-3e38", "chi_square_penalty", {"lam": 1e38}, losses=BIG),
+]
+
+# Weights that float64 holds and float32 does not (erm/cvar gave the minimum, 0, NaN), and an
+# overflowing range: every reduction.
+WEIGHTS = {
+    "all 1e38": np.full(5, 1e38),
+    "all 1e-50": np.full(5, 1e-50),
+    "1e39 and ones": np.array([1e39, 1, 1, 1, 1.0]),
+}
+for _case in CASES:
+    for _label, _w in WEIGHTS.items():
+        TABLE.append(row(f"{_case.name} weights {_label}", _case.name, _case.hyper, weights=_w))
+    TABLE.append(row(f"{_case.name} on +-3e38", _case.name, _case.hyper, losses=BIG))
+# [1e39, 1, 1, 1, 1] normalizes to [1, 1e-39, ...]: below float32's smallest normal, the small
+# weights leave the support (documented). TV moves mass to the largest loss of the support
+# whatever its weight, and the KL ball can move about rho / log(1/p_i) onto an example: their
+# values depend on such examples, so their float32 reference is the float32 support. (The
+# other reductions change by less than the tolerance.)
+SUPPORT_SENSITIVE = ("tv weights 1e39 and ones", "kl weights 1e39 and ones")
+TABLE = [r if r[0] not in SUPPORT_SENSITIVE else r[:4] + (np.eye(5)[0],) + r[5:] for r in TABLE]
+
+# Both ends of every hyperparameter's range, from the registry: the documented limits.
+LIMITS = {
+    # name: (value near the low end, expected there, value near the high end, expected there)
+    "alpha": (1e-45, _max, 1.0, _mean),
+    "radius": (0.0, _mean, 1e300, _max),
+    "lam": (1e-300, _max, 1e300, _mean),
+}
+for _case in CASES:
+    for _h in _case.record.hyper:
+        if _h.name == "k":
+            ends = [(1 + 1e-12, _ref("kl", radius=_case.hyper["radius"]), 1e-6), (1e300, _mean, 1e-12)]
+        elif _case.name == "tv":
+            ends = [(0.0, _mean, 0), (1.0, _max, 0)]
+        else:
+            lo_v, lo_e, hi_v, hi_e = LIMITS[_h.name]
+            ends = [(lo_v, lo_e, 0), (hi_v, hi_e, 0)]
+        assert _h.contains(ends[0][0]) and _h.contains(ends[1][0])
+        for _v, _e, _extra in ends:
+            _hyper = dict(_case.hyper, **{_h.name: _v})
+            TABLE.append((f"{_case.name} {_h.name}={_v:g}", _case.name, _hyper, U, None, _e, _extra))
+
+
+@pytest.mark.parametrize(
+    ("name", "hyper", "losses", "weights", "expected", "extra"),
+    [pytest.param(*row[1:], id=row[0]) for row in TABLE],
+)
+def test_extreme_inputs_in_float32(name, hyper, losses, weights, expected, extra):
+    fn = getattr(rl, name)
+    with jax.enable_x64(False):
+        value = fn(losses, **hyper, weights=weights)
+        assert value.dtype == jnp.float32
+    value = float(value)
+    l64 = losses.astype(np.float64)
+    p = ref.nominal(len(l64), weights)  # the nominal distribution in float64
+    want = expected(l64, p)
+    scale = float(np.abs(l64).max())
+    assert np.isfinite(value)
+    assert abs(value - want) <= TOL32 * scale + extra * scale + 1e-37, (value, want)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_small_radius_is_continuous_at_zero(case):
+    # The value at a tiny hyperparameter equals the limit up to the documented first-order
+    # term (mean + sqrt(2 rho) std for the balls), not a jump of sqrt(eps).
+    if case.knob != "radius" or case.name == "tv":
+        pytest.skip("no radius with a square-root expansion")
+    with jax.enable_x64(False):
+        at_zero = float(case.value(U, **dict(case.hyper, radius=0.0)))
+        tiny = float(case.value(U, **dict(case.hyper, radius=1e-30)))
+    assert at_zero == pytest.approx(float(U.astype(np.float64).mean()), abs=TOL32)
+    assert abs(tiny - at_zero) <= TOL32
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_float32_hyperparameters_are_cast_inside_their_range(case):
+    # A value validated in float64 is never cast to an invalid 0, inf or open end: the
+    # result is finite (no NaN from the cast) at both ends.
+    for h in case.record.hyper:
+        for v in (h.low + (1e-300 if h.low_open else 0.0), 1e300 if h.high == np.inf else h.high):
+            if not h.contains(v):
+                continue
+            with jax.enable_x64(False):
+                value = float(case.value(U, **dict(case.hyper, **{h.name: v})))
+            assert np.isfinite(value), (h.name, v)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_float32_losses_keep_float32_under_x64(case):
+    # With jax_enable_x64 on (this module's default), float64 hyperparameters must not
+    # promote the value, the gradient or the weights of float32 losses (a custom-JVP
+    # rule with a float64 tangent fails under grad).
+    losses = jnp.asarray(U)
+    value, grad = jax.value_and_grad(lambda x: case.value(x, **case.hyper))(losses)
+    assert value.dtype == grad.dtype == jnp.float32
+    np.testing.assert_allclose(grad, case.weights(losses, **case.hyper), atol=1e-6)
+
+
+def test_cast_keeps_an_allowed_infinity_and_clamps_finite_overflow():
+    from robustlearn._src.checks import cast_in_interval
+
+    f32 = np.float32
+    assert cast_in_interval(np.inf, f32, 0.0, np.inf, False, False) == np.inf  # e.g. kappa = inf: labels fixed
+    assert cast_in_interval(1e39, f32, 0.0, np.inf, False, False) == np.finfo(f32).max
+    assert cast_in_interval(1e-40, f32, 0.0, np.inf, True, False) == np.finfo(f32).tiny
+
+
+# -------------------------------------------------------------------------- fast paths
+
+PATH_SIZES = (600,)
+
+
+def _path_problem(seed, n, weighted):
+    rng = np.random.default_rng(seed)
+    losses = rng.normal(size=n) * rng.choice([0.5, 3.0]) + rng.choice([0.0, 2.0])
+    if seed % 3 == 0:
+        losses = np.round(losses, 1)  # ties
+    weights = rng.uniform(0.0, 2.0, size=n) * (rng.random(n) > 0.1) if weighted else None
+    return losses, weights
+
+
+# Each problem is weighted (uniform weights for two of the three seeds: the same compiled
+# function as the random ones), so a path costs one compilation per reduction; the
+# unweighted variants (a scalar p) run with the slow tests. ERM and the KL penalty are closed
+# forms with no root to find (no subsample start; no loop to unroll).
+WEIGHTED = ((0, "ones"), (1, "random"), (3, "ones"))
+UNWEIGHTED = ((0, None), (3, None))
+PATH_CASES = [c for c in CASES if c.name not in ("erm", "kl_penalty")]
+PATH_IDS = [c.name for c in PATH_CASES]
+
+
+def _check_path(case, levels, loop_free, seeds=WEIGHTED):
+    for seed, weighting in seeds:
+        losses, w = _path_problem(seed, PATH_SIZES[0], weighting == "random")
+        if weighting == "ones":
+            w = np.ones_like(losses)
+        p = ref.nominal(len(losses), w)
+        with engine.subsample_levels(levels), engine.force_loop_free(loop_free):
+            value, q = jax.value_and_grad(lambda x, w=w: case.value(x, **case.hyper, weights=w))(jnp.asarray(losses))
+        value, q = float(value), np.asarray(q)
+        expected = ref.value(case.name, losses, p, case.hyper)
+        scale = float(np.abs(losses).max())
+        assert abs(value - expected) <= 1e-6 * scale, (seed, value, expected)
+        assert np.all(q >= 0) and abs(q.sum() - 1) <= 1e-9 and np.all(q[p == 0] == 0)
+        assert abs(float(q @ losses) - ref.penalty(case.name, q, p, case.hyper) - value) <= 1e-9 * scale
+
+
+@pytest.mark.parametrize("case", PATH_CASES, ids=PATH_IDS)
+def test_loop_free_path_matches_the_reference(case):
+    # The accelerator's path: a fixed number of unrolled steps from the analytic start and
+    # one fallback cond, no data-dependent loop unless they did not converge.
+    _check_path(case, (), True)
+
+
+@pytest.mark.parametrize("case", PATH_CASES, ids=PATH_IDS)
+def test_subsample_started_path_matches_the_reference(case):
+    # Tiny subsample levels make a 600-example vector take the subsample-started path that
+    # real vectors take from 32768 examples on (the loop path, CPU).
+    _check_path(case, (16, 64), False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", PATH_CASES, ids=PATH_IDS)
+def test_unweighted_paths_match_the_reference(case):
+    _check_path(case, (), True, UNWEIGHTED)
+    _check_path(case, (16, 64), False, UNWEIGHTED)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", PATH_CASES, ids=PATH_IDS)
+def test_subsample_started_loop_free_path_matches_the_reference(case):
+    _check_path(case, (16, 64), True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_real_subsample_path_at_600k_in_float32(case):
+    # The real levels (4096 and 65536 examples) at n = 6e5, float32, against float64 references.
+    losses = np.random.default_rng(7).normal(size=600_000).astype(np.float32)
+    with jax.enable_x64(False):
+        value = float(case.value(losses, **case.hyper))
+    l64 = losses.astype(np.float64)
+    expected = ref.value(case.name, l64, np.full(len(l64), 1 / len(l64)), case.hyper)
+    assert abs(value - expected) <= TOL32 * float(np.abs(l64).max())
