@@ -24,9 +24,9 @@ def as_float_losses(losses, name: str = "losses") -> jax.Array:
     """Converts ``losses`` to an array and requires a real floating dtype."""
     if not isinstance(losses, jax.Array):
         # Strings and objects: JAX's own conversion error would not name the argument.
-        dtype = np.asarray(losses).dtype
-        if dtype.kind in "OSU":
-            raise TypeError(f"`{name}` must have a real floating dtype; got dtype {dtype}.")
+        losses = np.asarray(losses)
+        if losses.dtype.kind in "OSU":
+            raise TypeError(f"`{name}` must have a real floating dtype; got dtype {losses.dtype}.")
     losses = jnp.asarray(losses)
     if not jnp.issubdtype(losses.dtype, jnp.floating):
         raise TypeError(
