@@ -24,6 +24,7 @@ def _x64():
 # (65530 by default) the next compilation cannot map its code and the worker dies with
 # SIGSEGV/SIGABRT inside backend_compile. Dropping JAX's caches frees them.
 _MAPS = "/proc/self/maps"
+_HAS_MAPS = os.path.exists(_MAPS)  # Linux only
 _MAX_MAPS = 20_000
 _CHECK_EVERY = 10
 _tests_run = 0
@@ -37,5 +38,5 @@ def _map_count() -> int:
 def pytest_runtest_teardown(item):
     global _tests_run
     _tests_run += 1
-    if _tests_run % _CHECK_EVERY == 0 and os.path.exists(_MAPS) and _map_count() > _MAX_MAPS:
+    if _HAS_MAPS and _tests_run % _CHECK_EVERY == 0 and _map_count() > _MAX_MAPS:
         jax.clear_caches()
