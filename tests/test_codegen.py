@@ -1,0 +1,42 @@
+"""The float32-exact reductions under XLA's default CPU code generator.
+
+The suite compiles with XLA:CPU's faster-compiling elemental generator (tests/conftest.py);
+users run the default one (fusion emitters), whose ``exp``/``log1p``/``expm1`` and fused
+reductions are different code. So the float32 tests that compare every reduction with its
+float64 reference (tests/test_reference.py) and replay the table of extreme inputs
+(tests/test_float32.py) run again here under the default generator, in a subprocess (XLA
+reads its flags once per process).
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import DEFAULT_CODEGEN_ENV, FAST_COMPILE_FLAGS
+
+ROOT = Path(__file__).resolve().parents[1]
+SELECTED = "test_float32_matches_the_float64_reference or test_extreme_inputs_in_float32"
+
+
+def test_float32_tests_pass_under_the_default_code_generator():
+    flags = os.environ.get("XLA_FLAGS", "").replace(FAST_COMPILE_FLAGS, "").strip()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "ROBUSTLEARN_TESTS_"))}
+    env |= {"XLA_FLAGS": flags, DEFAULT_CODEGEN_ENV: "1", "JAX_PLATFORMS": "cpu"}
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/test_float32.py",
+        "tests/test_reference.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        SELECTED,
+    ]
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    passed = int(re.search(r"(\d+) passed", out.stdout).group(1))
+    assert passed >= 83, out.stdout[-2000:]  # 8 reductions' references + the extreme-input table
