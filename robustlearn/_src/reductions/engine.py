@@ -167,20 +167,30 @@ class Data:
         return (self.Ms + self.R * vz) / self.scale
 
     def subsample(self, size: int = SUBSAMPLE) -> Data | None:
-        """A strided subsample of about ``size`` examples (None if the vector is not larger)."""
+        """A strided subsample of about ``size`` examples (None if the vector is not larger).
+
+        Its first example is replaced by the support maximum ``M`` (with at least the
+        subsample's mean weight): the standardization is the full vector's, and without
+        an example at ``z = 0`` a subsample's sums can all vanish (Cressie--Read with a
+        large ``t`` clips every ``1 + z t`` of a subsample whose own maximum is below
+        ``M``: ``N = 0`` and a NaN dual, after which its root finder ran to its 100-step
+        limit and handed the full solve a useless start).
+        """
         if self.n <= size:
             return None
         stride = self.n // size
         count = size
         idx = slice(0, stride * count, stride)
+        losses = self.losses[idx].at[0].set(self.M)
         if self.weighted:
             p = self.p[idx]
+            p = p.at[0].set(jnp.maximum(p[0], jnp.mean(p)))
             mass = jnp.sum(p)
             p = jnp.where(mass > 0, p / jnp.where(mass > 0, mass, 1), 1.0 / count)
         else:
             p = jnp.asarray(1.0 / count, self.dtype)
         args = (self.M, self.m, self.scale, self.R, self.ok, self.unroll, self.levels)
-        sub = Data(self.losses[idx], p, self.weighted, count, *args)
+        sub = Data(losses, p, self.weighted, count, *args)
         sub.fallback = False
         return sub
 
