@@ -197,7 +197,12 @@ def newton(
         f, ex = evaluate(x)
         t = tolerance(x)
         small_step = trust & use_newton & (jnp.abs(delta) <= jnp.maximum(jnp.abs(x), 1.0) / 64)
-        cheap_done = (f == 0) | (hi - lo <= t) | (small_step & jnp.isfinite(s.df) & (jnp.abs(f) <= t * jnp.abs(s.df)))
+        # A NaN moves neither end of the bracket, so the step after a NaN bisects it; a NaN
+        # there too would be retried at the same midpoint at every later step: stop.
+        stuck = jnp.isnan(f) & jnp.isnan(s.f)
+        cheap_done = (
+            (f == 0) | (hi - lo <= t) | stuck | (small_step & jnp.isfinite(s.df) & (jnp.abs(f) <= t * jnp.abs(s.df)))
+        )
         if always_derivative:
             df = derivative(x, ex)
         else:
