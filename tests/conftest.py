@@ -4,7 +4,7 @@ Compilation is most of the suite's time (about 70% on CPU: thousands of small pr
 each compiled in ~0.5 s), so the run compiles for speed of compilation:
 
 * XLA:CPU's older elemental code generator (``--xla_cpu_use_fusion_emitters=false``)
-  compiles the reductions ~40% faster; their compiled code runs ~1.5x slower, which tests
+  compiles the reductions ~40% faster; their compiled code runs 1.3-1.5x slower, which tests
   on small arrays do not notice. tests/test_codegen.py checks the float32-exact reductions
   under XLA's default code generator too, in a subprocess.
 * One persistent compilation cache, in a temporary directory, is shared by the xdist
@@ -26,6 +26,8 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
+from robustlearn import enable_compilation_cache  # noqa: E402
+
 _CACHE_ENV = "ROBUSTLEARN_TESTS_JAX_CACHE"
 
 
@@ -34,9 +36,7 @@ def pytest_configure(config):
     if not os.environ.get(_CACHE_ENV):
         os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="robustlearn-tests-jax-cache-")
         config._robustlearn_cache_owner = True
-    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    enable_compilation_cache(os.environ[_CACHE_ENV], min_compile_seconds=0.0)
 
 
 def pytest_unconfigure(config):

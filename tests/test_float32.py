@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import robustlearn as rl
-from robustlearn._src.reductions import engine
+from robustlearn._src.reductions import engine, kernels
 from tests import _references as ref
 from tests.strategies import CASE_IDS, CASES
 
@@ -284,8 +284,6 @@ def test_real_subsample_path_at_600k_in_float32(case):
 
 def _cressie_read_start_and_root(losses, rho, k):
     """Cressie--Read's subsample-started and analytic-started roots (log t) on one vector."""
-    from robustlearn._src.reductions import kernels
-
     cr = kernels.CressieReadKernel()
     kappa = cr._kappa(jnp.asarray(k, losses.dtype), losses.dtype)
     a, lc = 1 / kappa, kernels._cr_log_c_times(1 + kappa, kappa, jnp.asarray(rho, losses.dtype))
