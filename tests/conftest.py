@@ -6,7 +6,8 @@ each compiled in ~0.5 s), so the run compiles for speed of compilation:
 * XLA:CPU's older elemental code generator (``--xla_cpu_use_fusion_emitters=false``)
   compiles the reductions ~40% faster; their compiled code runs 1.3-1.5x slower, which tests
   on small arrays do not notice. tests/test_codegen.py checks the float32-exact reductions
-  under XLA's default code generator too, in a subprocess.
+  under XLA's default code generator too, in a subprocess. Only with jaxlib < 0.11: the
+  flag is gone from jaxlib 0.11.2's XLA, which aborts the process on an unknown flag.
 * One persistent compilation cache, in a temporary directory, is shared by the xdist
   workers: a program one worker compiled is loaded by the other, and programs dropped by
   ``jax.clear_caches()`` (below) are loaded back instead of compiled again.
@@ -15,11 +16,23 @@ each compiled in ~0.5 s), so the run compiles for speed of compilation:
 import os
 import shutil
 import tempfile
+from importlib.metadata import version
 
 FAST_COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false"
 DEFAULT_CODEGEN_ENV = "ROBUSTLEARN_TESTS_DEFAULT_CODEGEN"  # set to 1: XLA's default generator
+
+
+def xla_has_the_flag() -> bool:
+    """Whether the installed XLA accepts FAST_COMPILE_FLAGS (jaxlib 0.10.2 does, 0.11.2 aborts)."""
+    return tuple(int(part) for part in version("jaxlib").split(".")[:2]) < (0, 11)
+
+
 # Before JAX creates its CPU backend (it reads XLA_FLAGS once, at the first computation).
-if os.environ.get(DEFAULT_CODEGEN_ENV) != "1" and FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+if (
+    os.environ.get(DEFAULT_CODEGEN_ENV) != "1"
+    and xla_has_the_flag()
+    and FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", "")
+):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE_FLAGS).strip()
 
 import jax  # noqa: E402
