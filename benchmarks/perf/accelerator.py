@@ -1,0 +1,106 @@
+"""P3 and P2 on the default JAX backend (a GPU when there is one), on both reduction paths.
+
+    python -m benchmarks.perf.accelerator [--quick] [--out FILE]
+
+On a non-CPU backend the reductions take their loop-free path by default (a fixed number
+of unrolled Newton steps from an analytic start, one ``lax.cond`` fallback; see
+``robustlearn._src.reductions.engine.loop_free``), because every iteration of a
+data-dependent ``while_loop`` costs a round trip to the host there. This script measures
+that choice instead of assuming it: P3 (each reduction against ``jnp.mean``, float32, n from
+``--min-n`` to ``--max-n``, default 1e6 and 1e7) and P2's step times (the Trainer's
+minibatch MLP, both widths) once with the loop-free path and once with the loops, in one
+process, then P2's hand-written baselines on the default path. Each table says which path it ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+
+from benchmarks.perf import p2_minibatch as p2
+from benchmarks.perf import p3_reductions as p3
+from benchmarks.perf._common import captured, machine_line, table
+from robustlearn._src.reductions import engine
+
+PATHS = {"loop-free": True, "loops": False}
+
+
+def _device_line() -> str:
+    device = jax.devices()[0]
+    return f"device: {device.device_kind} ({device.platform}); default reduction path: " + (
+        "loop-free" if engine.loop_free() else "loops"
+    )
+
+
+def p3_tables(quick: bool, min_n: int, max_n: int) -> list[str]:
+    argv = ["--min-n", "1000", "--max-n", "100000"] if quick else ["--min-n", str(min_n), "--max-n", str(max_n)]
+    out = []
+    for path, flag in PATHS.items():
+        with engine.force_loop_free(flag):
+            out.append(captured(f"P3 ({path} path): reductions against jnp.mean", p3.main, argv))
+    return out
+
+
+def p2_tables(quick: bool) -> list[str]:
+    steps, repeats = (20, 3) if quick else (100, 15)
+    data = p2.make_data(steps * p2.BATCH)
+    out = []
+    for hidden in (p2.HIDDEN, p2.WIDE):
+        times = {}
+        for path, flag in PATHS.items():
+            with engine.force_loop_free(flag):
+                times[path] = p2._step_times(data, repeats, hidden)
+        base = {path: t["erm"] for path, t in times.items()}
+        rows = [
+            [name] + [f"{1e3 * times[p][name] / steps:.3g} ({times[p][name] / base[p]:.3f})" for p in PATHS]
+            for name in times["loops"]
+        ]
+        title = f"### P2 ({' and '.join(PATHS)} paths): MLP {p2.DIM}-{hidden}-{hidden}-2, batch {p2.BATCH}, Trainer"
+        note = (
+            f"Step time in ms (ratio to ERM on the same path): one epoch of {steps} steps via Trainer.fit, median of "
+            f"{repeats} interleaved rounds, divided by {steps}. ERM has no reduction to choose, so its two columns "
+            "measure the same program twice."
+        )
+        out.append("\n\n".join([title, note, table(["objective"] + [f"{p} path" for p in PATHS], rows)]))
+    for hidden in (p2.HIDDEN, p2.WIDE):
+        rows = p2._hand_written_rows(data, steps, repeats, hidden)
+        out.append(
+            "\n".join(
+                [
+                    f"### P2: what a user would write instead (plain optax loop, MLP {p2.DIM}-{hidden}-{hidden}-2), "
+                    "default path",
+                    "",
+                    table(["reduction in the loop", "step (ms)", "/ mean", "|value - exact|"], rows),
+                ]
+            )
+        )
+    return out
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a check that it runs)")
+    parser.add_argument("--parts", default="p3,p2", help="comma-separated: p3, p2 (default both)")
+    parser.add_argument("--min-n", type=int, default=1_000_000, help="P3's smallest size")
+    parser.add_argument("--max-n", type=int, default=10_000_000, help="P3's largest size")
+    parser.add_argument("--out", help="also write the report to this markdown file")
+    args = parser.parse_args(argv)
+    sections = [machine_line() + "\n" + _device_line()]
+    print(sections[0] + "\n", flush=True)
+    for part in [p.strip() for p in args.parts.split(",") if p.strip()]:
+        start = time.perf_counter()
+        texts = p3_tables(args.quick, args.min_n, args.max_n) if part == "p3" else p2_tables(args.quick)
+        texts[-1] += f"\n\n({part} ran in {time.perf_counter() - start:.0f} s)"
+        for text in texts:
+            print(text + "\n", flush=True)
+            sections.append(text)
+            if args.out:  # written as it goes: a run stopped at a time limit keeps what it measured
+                with open(args.out, "w") as f:
+                    f.write("\n\n".join(sections) + "\n")
+    return "\n\n".join(sections) + "\n"
+
+
+if __name__ == "__main__":
+    main()
