@@ -1,6 +1,6 @@
 """P3 and P2 on the default JAX backend (a GPU when there is one), on both reduction paths.
 
-    python -m benchmarks.perf.accelerator [--quick] [--out FILE]
+    python -m benchmarks.perf.accelerator [--quick] [--parts p3,p2,slope] [--out FILE]
 
 On a non-CPU backend the reductions take their loop-free path by default (a fixed number
 of unrolled Newton steps from an analytic start, one ``lax.cond`` fallback; see
@@ -9,7 +9,9 @@ data-dependent ``while_loop`` costs a round trip to the host there. This script 
 that choice instead of assuming it: P3 (each reduction against ``jnp.mean``, float32, n from
 ``--min-n`` to ``--max-n``, default 1e6 and 1e7) and P2's step times (the Trainer's
 minibatch MLP, both widths) once with the loop-free path and once with the loops, in one
-process, then P2's hand-written baselines on the default path. Each table says which path it ran.
+process, then P2's hand-written baselines on the default path, then (``slope``) the step
+time as the slope between epochs of two lengths, free of each ``fit`` call's fixed cost.
+Each table says which path it ran.
 """
 
 from __future__ import annotations
@@ -79,10 +81,73 @@ def p2_tables(quick: bool) -> list[str]:
     return out
 
 
+SLOPE_OBJECTIVES = ("erm", "cvar(0.1)", "chi_square(1.0)", "kl(1.0)", "kl_penalty(1.0)")
+SLOPE_LOOPS = ("mean (ERM)", "robustlearn.cvar(0.1)", "hand-written CVaR: sort", "robustlearn.chi_square(1.0)")
+
+
+def _epoch_medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each zero-argument ``fn`` (warmed up first) over interleaved rounds."""
+    for fn in fns.values():
+        fn()
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
+
+
+def _fit_epoch(tr, data):
+    tr.fit(data, epochs=1)
+    jax.block_until_ready(tr.params)
+
+
+def slope_tables(quick: bool) -> list[str]:
+    """Per-step time as the slope between epochs of two lengths, which removes each call's fixed cost.
+
+    P2 divides one ``Trainer.fit`` epoch by its steps, so the fixed cost of a ``fit`` call
+    (preparing the data and programs, reading results back) counts as step time; on a GPU,
+    where a step is tens of microseconds, that cost can dominate. Here every epoch is timed
+    at ``short`` and ``long`` steps: step = (t_long - t_short) / (long - short), and
+    fixed = t_short - short * step.
+    """
+    short, long, repeats = (10, 40, 3) if quick else (100, 1000, 7)
+    out = []
+    for hidden in (p2.HIDDEN, p2.WIDE):
+        fns = {}
+        for steps in (short, long):
+            data = p2.make_data(steps * p2.BATCH)
+            for name in SLOPE_OBJECTIVES:
+                tr = p2.trainer(p2.OBJECTIVES[name](), hidden=hidden)
+                fns[("Trainer", name, steps)] = lambda tr=tr, data=data: _fit_epoch(tr, data)
+            xs = jax.numpy.asarray(data["x"]).reshape(steps, p2.BATCH, p2.DIM)
+            ys = jax.numpy.asarray(data["y"]).reshape(steps, p2.BATCH)
+            for name in SLOPE_LOOPS:
+                epoch, params, state = p2._plain_loop(p2.HAND_WRITTEN[name], steps, hidden)
+                run = lambda e=epoch, p=params, s=state, x=xs, y=ys: jax.block_until_ready(e(p, s, x, y))  # noqa: E731
+                fns[("plain loop", name, steps)] = run
+        t = _epoch_medians(fns, repeats)
+        rows = []
+        for kind, names, base in (("Trainer", SLOPE_OBJECTIVES, "erm"), ("plain loop", SLOPE_LOOPS, "mean (ERM)")):
+            step = {n: (t[(kind, n, long)] - t[(kind, n, short)]) / (long - short) for n in names}
+            for n in names:
+                fixed = t[(kind, n, short)] - short * step[n]
+                rows.append([kind, n, f"{1e3 * step[n]:.3g}", f"{step[n] / step[base]:.3f}", f"{1e3 * fixed:.3g}"])
+        title = f"### P2 by slope: MLP {p2.DIM}-{hidden}-{hidden}-2, batch {p2.BATCH}, default path"
+        note = (
+            f"Epochs of {short} and {long} steps, median of {repeats} interleaved rounds each; step = difference of "
+            f"the two epoch times / {long - short}; fixed = the {short}-step epoch minus {short} steps."
+        )
+        header = ["program", "reduction", "step (ms)", "/ ERM (same program)", "fixed per call (ms)"]
+        out.append("\n\n".join([title, note, table(header, rows)]))
+    return out
+
+
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a check that it runs)")
-    parser.add_argument("--parts", default="p3,p2", help="comma-separated: p3, p2 (default both)")
+    parser.add_argument("--parts", default="p3,p2,slope", help="comma-separated: p3, p2, slope (default all)")
     parser.add_argument("--min-n", type=int, default=1_000_000, help="P3's smallest size")
     parser.add_argument("--max-n", type=int, default=10_000_000, help="P3's largest size")
     parser.add_argument("--out", help="also write the report to this markdown file")
@@ -91,7 +156,10 @@ def main(argv=None) -> str:
     print(sections[0] + "\n", flush=True)
     for part in [p.strip() for p in args.parts.split(",") if p.strip()]:
         start = time.perf_counter()
-        texts = p3_tables(args.quick, args.min_n, args.max_n) if part == "p3" else p2_tables(args.quick)
+        if part == "p3":
+            texts = p3_tables(args.quick, args.min_n, args.max_n)
+        else:
+            texts = {"p2": p2_tables, "slope": slope_tables}[part](args.quick)
         texts[-1] += f"\n\n({part} ran in {time.perf_counter() - start:.0f} s)"
         for text in texts:
             print(text + "\n", flush=True)
