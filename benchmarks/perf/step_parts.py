@@ -1,0 +1,130 @@
+"""Where the Trainer's step time goes: a plain optax loop with the Trainer's per-step pieces added one at a time.
+
+    python -m benchmarks.perf.step_parts [--hidden 64] [--repeats 7]
+
+P2's MLP and batch (1024 rows of 20 features), Adam, one jitted ``lax.scan`` per epoch. The
+step time of each variant is the slope between epochs of 20 and 80 steps (which removes each
+call's fixed cost), median of interleaved rounds:
+
+- ``plain``: contiguous minibatches (``dynamic_slice``), ``jnp.mean`` of the losses;
+- ``+ shuffled gather``: each step gathers its rows by a random permutation (as the Trainer does);
+- ``+ gather per epoch``: one gather of the whole permuted data per epoch, then contiguous slices;
+- ``+ finiteness check``: the Trainer's check of the value and gradients and the select that keeps
+  the last finite state;
+- ``+ erm(where=mask)``: robustlearn's ERM reduction with the minibatch mask instead of ``jnp.mean``;
+- ``Trainer``: ``robustlearn.train.Trainer`` with ``objectives.erm()`` on the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import robustlearn as rl
+from benchmarks.perf import p2_minibatch as p2
+from benchmarks.perf._common import machine_line, table
+
+VARIANTS = {
+    "plain": {},
+    "+ shuffled gather": {"gather": "step"},
+    "+ gather per epoch": {"gather": "epoch"},
+    "+ finiteness check": {"finite": True},
+    "+ erm(where=mask)": {"reduce": "erm"},
+}
+
+
+def plain_epoch(steps: int, hidden: int, gather: str = "", finite: bool = False, reduce: str = "mean"):
+    """A jitted epoch ``(X, Y) -> params`` of ``steps`` minibatches with the chosen pieces."""
+    graphdef, params = nnx.split(p2.MLP(nnx.Rngs(0), hidden))
+    opt = optax.adam(1e-3)
+    batch = p2.BATCH
+
+    def loss(params, x, y, mask):
+        losses = optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graphdef, params)(x), y)
+        return jnp.mean(losses) if reduce == "mean" else rl.erm(losses, where=mask)
+
+    @jax.jit
+    def epoch(params, state, xs, ys, key):
+        n = xs.shape[0]
+        starts = jnp.arange(steps) * batch
+        if gather:
+            perm = jax.random.permutation(key, n)
+        if gather == "epoch":
+            xs, ys = xs[perm], ys[perm]
+
+        def step(carry, k):
+            params, state = carry
+            if gather == "step":
+                rows = jax.lax.dynamic_slice_in_dim(perm, starts[k], batch)
+                x, y = xs[rows], ys[rows]
+            else:
+                x = jax.lax.dynamic_slice_in_dim(xs, starts[k], batch)
+                y = jax.lax.dynamic_slice_in_dim(ys, starts[k], batch)
+            value, grads = jax.value_and_grad(loss)(params, x, y, jnp.ones(batch, bool))
+            updates, new_state = opt.update(grads, state, params)
+            new = (optax.apply_updates(params, updates), new_state)
+            if finite:
+                leaves = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]
+                ok = jnp.isfinite(value) & jnp.all(jnp.asarray(leaves))
+                new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, (params, state))
+            return new, value
+
+        return jax.lax.scan(step, (params, state), jnp.arange(steps))[0]
+
+    state = opt.init(params)
+    return lambda xs, ys: jax.block_until_ready(epoch(params, state, xs, ys, jax.random.key(0)))
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=p2.HIDDEN)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    short, long = 20, 80
+    medians = {}
+    for steps in (short, long):
+        data = p2.make_data(steps * p2.BATCH)
+        xs, ys = jnp.asarray(data["x"]), jnp.asarray(data["y"])
+        fns = {name: plain_epoch(steps, args.hidden, **opts) for name, opts in VARIANTS.items()}
+        tr = p2.trainer(rl.objectives.erm(), hidden=args.hidden)
+
+        def trainer_epoch(xs, ys, tr=tr, data=data):
+            tr.fit(data, epochs=1)
+            jax.block_until_ready(tr.params)
+
+        fns["Trainer"] = trainer_epoch
+        for fn in fns.values():
+            fn(xs, ys)  # compiles
+        samples = {name: [] for name in fns}
+        for _ in range(args.repeats):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn(xs, ys)
+                samples[name].append(time.perf_counter() - start)
+        medians[steps] = {name: statistics.median(v) for name, v in samples.items()}
+    rows = []
+    base = (medians[long]["plain"] - medians[short]["plain"]) / (long - short)
+    for name in medians[short]:
+        step = (medians[long][name] - medians[short][name]) / (long - short)
+        fixed = medians[short][name] - short * step
+        rows.append([name, f"{1e3 * step:.3g}", f"{step / base:.2f}", f"{1e3 * fixed:.3g}"])
+    text = "\n\n".join(
+        [
+            machine_line(),
+            f"MLP {p2.DIM}-{args.hidden}-{args.hidden}-2, batch {p2.BATCH}; step = slope between epochs of {short} and "
+            f"{long} steps, median of {args.repeats} interleaved rounds",
+            table(["variant", "step (ms)", "/ plain", "fixed per call (ms)"], rows),
+        ]
+    )
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
