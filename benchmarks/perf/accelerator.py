@@ -17,10 +17,12 @@ Each table says which path it ran.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import jax
 
+from benchmarks._timing import interleaved_medians, per_step
 from benchmarks.perf import p2_minibatch as p2
 from benchmarks.perf import p3_reductions as p3
 from benchmarks.perf._common import captured, machine_line, table
@@ -85,24 +87,6 @@ SLOPE_OBJECTIVES = ("erm", "cvar(0.1)", "chi_square(1.0)", "kl(1.0)", "kl_penalt
 SLOPE_LOOPS = ("mean (ERM)", "robustlearn.cvar(0.1)", "hand-written CVaR: sort", "robustlearn.chi_square(1.0)")
 
 
-def _epoch_medians(fns: dict, repeats: int) -> dict:
-    """Median seconds of each zero-argument ``fn`` (warmed up first) over interleaved rounds."""
-    for fn in fns.values():
-        fn()
-    samples = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
-
-
-def _fit_epoch(tr, data):
-    tr.fit(data, epochs=1)
-    jax.block_until_ready(tr.params)
-
-
 def slope_tables(quick: bool) -> list[str]:
     """Per-step time as the slope between epochs of two lengths, which removes each call's fixed cost.
 
@@ -120,20 +104,18 @@ def slope_tables(quick: bool) -> list[str]:
             data = p2.make_data(steps * p2.BATCH)
             for name in SLOPE_OBJECTIVES:
                 tr = p2.trainer(p2.OBJECTIVES[name](), hidden=hidden)
-                fns[("Trainer", name, steps)] = lambda tr=tr, data=data: _fit_epoch(tr, data)
+                fns[("Trainer", name, steps)] = functools.partial(p2.fit_one_epoch, tr, data)
             xs = jax.numpy.asarray(data["x"]).reshape(steps, p2.BATCH, p2.DIM)
             ys = jax.numpy.asarray(data["y"]).reshape(steps, p2.BATCH)
             for name in SLOPE_LOOPS:
                 epoch, params, state = p2._plain_loop(p2.HAND_WRITTEN[name], steps, hidden)
-                run = lambda e=epoch, p=params, s=state, x=xs, y=ys: jax.block_until_ready(e(p, s, x, y))  # noqa: E731
-                fns[("plain loop", name, steps)] = run
-        t = _epoch_medians(fns, repeats)
+                fns[("plain loop", name, steps)] = functools.partial(epoch, params, state, xs, ys)
+        t = interleaved_medians(fns, repeats)
         rows = []
         for kind, names, base in (("Trainer", SLOPE_OBJECTIVES, "erm"), ("plain loop", SLOPE_LOOPS, "mean (ERM)")):
-            step = {n: (t[(kind, n, long)] - t[(kind, n, short)]) / (long - short) for n in names}
-            for n in names:
-                fixed = t[(kind, n, short)] - short * step[n]
-                rows.append([kind, n, f"{1e3 * step[n]:.3g}", f"{step[n] / step[base]:.3f}", f"{1e3 * fixed:.3g}"])
+            slopes = {n: per_step(t[(kind, n, short)], t[(kind, n, long)], short, long) for n in names}
+            for n, (step, fixed) in slopes.items():
+                rows.append([kind, n, f"{1e3 * step:.3g}", f"{step / slopes[base][0]:.3f}", f"{1e3 * fixed:.3g}"])
         title = f"### P2 by slope: MLP {p2.DIM}-{hidden}-{hidden}-2, batch {p2.BATCH}, default path"
         note = (
             f"Epochs of {short} and {long} steps, median of {repeats} interleaved rounds each; step = difference of "

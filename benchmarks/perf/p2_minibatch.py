@@ -78,6 +78,12 @@ def trainer(objective, devices=None, seed=0, hidden=HIDDEN):
     )
 
 
+def fit_one_epoch(tr: Trainer, data) -> None:
+    """One epoch of ``tr`` on ``data``, waited for."""
+    tr.fit(data, epochs=1)
+    jax.block_until_ready(tr.params)
+
+
 def epoch_seconds(tr: Trainer, data, repeats: int) -> float:
     """Median time of one epoch of ``tr`` on ``data`` (after a warm-up fit that compiles)."""
     tr.fit(data, epochs=1)

@@ -18,6 +18,7 @@ other reduction <= 20x the mean for the value and <= 10x for the value and gradi
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import robustlearn as rl
+from benchmarks import _timing
 from benchmarks.perf._common import captured, machine_line
 
 # One setting per reduction (the hyperparameters of the earlier tables), from the registry.
@@ -49,15 +51,7 @@ DEFAULT_GOAL = ("mean", 20.0, 10.0)
 
 def interleaved_medians(fns: dict, x, repeats: int) -> dict:
     """Median seconds of each ``fn(x)`` over ``repeats`` interleaved rounds, after a warm-up."""
-    for fn in fns.values():
-        jax.block_until_ready(fn(x))
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(x))
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return _timing.interleaved_medians({name: functools.partial(fn, x) for name, fn in fns.items()}, repeats)
 
 
 def main(argv=None):

@@ -18,8 +18,7 @@ call's fixed cost), median of interleaved rounds:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ import optax
 from flax import nnx
 
 import robustlearn as rl
+from benchmarks._timing import interleaved_medians, per_step
 from benchmarks.perf import p2_minibatch as p2
 from benchmarks.perf._common import machine_line, table
 
@@ -40,7 +40,7 @@ VARIANTS = {
 
 
 def plain_epoch(steps: int, hidden: int, gather: str = "", finite: bool = False, reduce: str = "mean"):
-    """A jitted epoch ``(X, Y) -> params`` of ``steps`` minibatches with the chosen pieces."""
+    """An epoch ``(X, Y) -> (params, state)`` (jitted) of ``steps`` minibatches with the chosen pieces."""
     graphdef, params = nnx.split(p2.MLP(nnx.Rngs(0), hidden))
     opt = optax.adam(1e-3)
     batch = p2.BATCH
@@ -78,7 +78,7 @@ def plain_epoch(steps: int, hidden: int, gather: str = "", finite: bool = False,
         return jax.lax.scan(step, (params, state), jnp.arange(steps))[0]
 
     state = opt.init(params)
-    return lambda xs, ys: jax.block_until_ready(epoch(params, state, xs, ys, jax.random.key(0)))
+    return lambda xs, ys: epoch(params, state, xs, ys, jax.random.key(0))
 
 
 def main(argv=None) -> str:
@@ -91,29 +91,17 @@ def main(argv=None) -> str:
     for steps in (short, long):
         data = p2.make_data(steps * p2.BATCH)
         xs, ys = jnp.asarray(data["x"]), jnp.asarray(data["y"])
-        fns = {name: plain_epoch(steps, args.hidden, **opts) for name, opts in VARIANTS.items()}
-        tr = p2.trainer(rl.objectives.erm(), hidden=args.hidden)
-
-        def trainer_epoch(xs, ys, tr=tr, data=data):
-            tr.fit(data, epochs=1)
-            jax.block_until_ready(tr.params)
-
-        fns["Trainer"] = trainer_epoch
-        for fn in fns.values():
-            fn(xs, ys)  # compiles
-        samples = {name: [] for name in fns}
-        for _ in range(args.repeats):
-            for name, fn in fns.items():
-                start = time.perf_counter()
-                fn(xs, ys)
-                samples[name].append(time.perf_counter() - start)
-        medians[steps] = {name: statistics.median(v) for name, v in samples.items()}
-    rows = []
-    base = (medians[long]["plain"] - medians[short]["plain"]) / (long - short)
-    for name in medians[short]:
-        step = (medians[long][name] - medians[short][name]) / (long - short)
-        fixed = medians[short][name] - short * step
-        rows.append([name, f"{1e3 * step:.3g}", f"{step / base:.2f}", f"{1e3 * fixed:.3g}"])
+        fns = {
+            name: functools.partial(plain_epoch(steps, args.hidden, **opts), xs, ys) for name, opts in VARIANTS.items()
+        }
+        fns["Trainer"] = functools.partial(p2.fit_one_epoch, p2.trainer(rl.objectives.erm(), hidden=args.hidden), data)
+        medians[steps] = interleaved_medians(fns, args.repeats)
+    slopes = {name: per_step(medians[short][name], medians[long][name], short, long) for name in medians[short]}
+    base = slopes["plain"][0]
+    rows = [
+        [name, f"{1e3 * step:.3g}", f"{step / base:.2f}", f"{1e3 * fixed:.3g}"]
+        for name, (step, fixed) in slopes.items()
+    ]
     text = "\n\n".join(
         [
             machine_line(),
