@@ -78,3 +78,20 @@ def test_p5_same_result_on_8_simulated_devices():
     rows = _rows(text, "| setup | step (ms) | / 1 device | max abs diff of final params |")
     assert [r[0] for r in rows] == ["1 device", "8 simulated devices"]
     assert float(rows[1][3]) < 1e-4
+
+
+@pytest.mark.parametrize("short, long, step, fixed", [(20, 80, 1.5e-3, 0.02), (100, 1000, 4e-5, 0.03)])
+def test_per_step_recovers_a_linear_cost(short, long, step, fixed):
+    from benchmarks._timing import per_step
+
+    got = per_step(fixed + short * step, fixed + long * step, short, long)
+    assert got == pytest.approx((step, fixed), rel=1e-9)
+
+
+def test_interleaved_medians_calls_every_function_in_every_round():
+    from benchmarks._timing import interleaved_medians
+
+    calls = []
+    medians = interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then 3 interleaved rounds
+    assert set(medians) == {"a", "b"} and all(m >= 0 for m in medians.values())
