@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from jax import test_util as jtu
 
+import robustlearn as rl
 from tests import _references as ref
 from tests.strategies import CASE_IDS, CASES, ROBUST, loss_vectors, problems
 
@@ -138,6 +139,33 @@ def test_masked_equals_sliced(case, losses, data):
     q = np.asarray(case.weights(poisoned, **case.hyper, where=where))
     np.testing.assert_allclose(q[where], case.weights(losses[where], **case.hyper), atol=1e-12)
     assert np.all(q[~where] == 0)
+
+
+TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"  # jax's event for each trace of a jitted function
+
+
+def test_a_mask_weights_or_both_are_one_compiled_program():
+    # where= folds into the weights: an eager call with a mask, with weights or with both
+    # traces (and compiles) the reduction's program once, not once per dtype of the weights.
+    rng = np.random.default_rng(4)
+    losses, w = rng.normal(size=11), rng.uniform(0.5, 2.0, size=11)
+    mask = losses < 1.0
+    mask[0] = True
+    traced = []
+
+    def listener(event, duration, **kwargs):
+        if event == TRACE_EVENT and kwargs.get("fun_name") == "run":
+            traced.append(duration)
+
+    jax.clear_caches()  # an earlier test may have traced this shape already
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        calls = ({"where": mask}, {"weights": w}, {"weights": w, "where": mask})
+        values = [float(rl.kl(losses, 0.3, **kw)) for kw in calls]
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(traced) == 1
+    assert values[0] == pytest.approx(float(rl.kl(losses[mask], 0.3)), rel=1e-12)
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)

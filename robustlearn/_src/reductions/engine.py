@@ -401,8 +401,13 @@ def run(kernel: Kernel, losses, hyper, *, weights, where, axis, want_weights: bo
     if where is not None:
         # Masked examples leave the nominal distribution: fold the mask into the weights
         # (one compiled variant for "weighted or masked" instead of one per combination).
+        # A mask alone becomes weights of the dtype concrete weights have, so that a mask,
+        # weights, or both compile one program, not one per dtype.
         where = _checks.mask(where, losses.shape)
-        weights = jnp.where(where, 1 if weights is None else weights, 0)
+        if weights is None:
+            weights = jnp.where(where, 1, 0).astype(jnp.result_type(float))
+        else:
+            weights = jnp.where(where, weights, 0)
     for _, h_ok in hyper:
         ok = ok & h_ok
     values = tuple(v for v, _ in hyper)
