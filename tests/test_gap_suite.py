@@ -9,6 +9,7 @@ import math
 import os
 import pathlib
 import re
+import subprocess
 import sys
 
 import jax
@@ -223,6 +224,24 @@ def test_progress_prints_plain_lines_when_not_a_terminal(run):
     p.step("two")
     p.close()
     assert tty.getvalue().count("\r") == 2 and "\n" not in tty.getvalue()[:-1] and tty.getvalue().endswith("\n")
+
+
+def test_runs_keep_compiled_programs_in_the_benchmark_cache(tmp_path):
+    # A fresh process (the test process already has its own JAX cache): JAX's persistent
+    # compilation cache goes to <benchmark cache>/jax, and "off" turns it off with the rest.
+    code = (
+        "from benchmarks.__main__ import compile_cache; import jax; "
+        "print(compile_cache(), jax.config.jax_compilation_cache_dir)"
+    )
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for setting, expected in ((str(tmp_path), f"{tmp_path / 'jax'} {tmp_path / 'jax'}"), ("off", "None None")):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ROBUSTLEARN_", "JAX_COMPILATION"))}
+        env |= {"ROBUSTLEARN_BENCH_CACHE": setting, "JAX_PLATFORMS": "cpu"}
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split("\n")[-2] == expected
 
 
 def test_cli_rejects_unknown_names(capsys):
