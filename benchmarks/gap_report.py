@@ -47,7 +47,7 @@ COLUMNS = {
     "worst group": "test accuracy of the worst group present, mean over seeds.",
     "flipped mass": "label_noise only: share of the method's worst-case weights on the flipped training rows "
     "(ERM: the flipped fraction).",
-    "chosen": "the configuration chosen most often over seeds.",
+    "chosen": "the configuration chosen most often over seeds (ties: the one the earliest seed chose).",
     "beat ERM": "methods that beat ERM beyond noise on the primary metric.",
     "hurt": "methods worse than ERM beyond noise.",
     "prediction": "held / failed: every clause of the scenario's prediction checked on the numbers (rule (a)); "
@@ -165,7 +165,7 @@ class Summary:
         hyper = [json.dumps(r.hyper, sort_keys=True) for r in self.results if r.method == method]
         if not hyper:
             return ""
-        best = max(set(hyper), key=hyper.count)
+        best = max(dict.fromkeys(hyper), key=hyper.count)  # ties: the earliest seed's, not set order (varies)
         return ", ".join(f"{k}={v:g}" for k, v in json.loads(best).items())
 
     def competitors(self) -> list[str]:
