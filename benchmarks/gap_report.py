@@ -162,7 +162,8 @@ class Summary:
         return float(np.mean(v)) if v else float("nan")
 
     def chosen(self, method: str) -> str:
-        hyper = [json.dumps(r.hyper, sort_keys=True) for r in self.results if r.method == method]
+        ordered = sorted((r for r in self.results if r.method == method), key=lambda r: r.seed)
+        hyper = [json.dumps(r.hyper, sort_keys=True) for r in ordered]
         if not hyper:
             return ""
         best = max(dict.fromkeys(hyper), key=hyper.count)  # ties: the earliest seed's, not set order (varies)
