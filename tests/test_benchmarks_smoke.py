@@ -4,7 +4,7 @@ import pytest
 
 from benchmarks import quick_compare
 from benchmarks.perf import __main__ as perf_cli
-from benchmarks.perf import p1_linear, p2_minibatch, p3_reductions, p5_devices
+from benchmarks.perf import p1_linear, p2_minibatch, p3_reductions, p5_devices, p6_trainer
 from robustlearn import objectives
 
 
@@ -60,6 +60,15 @@ def test_p1_without_dro_times_ours_and_says_dro_is_skipped(monkeypatch):
     assert [r["problem"] for r in rows] == [p1_linear.PROBLEMS["wasserstein"][2]]
     assert all(r["n"] == "2e+02" and r["dro (s)"] == "not installed" and float(r["objective ours"]) > 0 for r in rows)
     assert "`dro` is not installed" in text
+
+
+def test_p6_estimator_first_fit_in_a_fresh_process_reports_its_times(tmp_path):
+    # One cold process with a cache directory (which it fills), then one that loads from it.
+    cold = p6_trainer._estimator_fit("chi_square", 300, str(tmp_path))
+    warm = p6_trainer._estimator_fit("chi_square", 300, str(tmp_path))
+    assert any(tmp_path.iterdir())  # the first process wrote compiled programs
+    for times in (cold, warm):
+        assert set(times) == {"import", "first", "second"} and all(v > 0 for v in times.values())
 
 
 @pytest.mark.slow  # two MLPs compiled per objective (~30 s); the other parts' smoke tests stay in the suite
