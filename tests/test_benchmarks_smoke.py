@@ -68,7 +68,8 @@ def test_p6_estimator_first_fit_in_a_fresh_process_reports_its_times(tmp_path):
     warm = p6_trainer._estimator_fit("chi_square", 300, str(tmp_path))
     assert any(tmp_path.iterdir())  # the first process wrote compiled programs
     for times in (cold, warm):
-        assert set(times) == {"import", "first", "second"} and all(v > 0 for v in times.values())
+        assert set(times) == {"import", "first", "second", "compile"} and times["compile"] >= 0
+        assert all(times[k] > 0 for k in ("import", "first", "second"))
 
 
 @pytest.mark.slow  # two MLPs compiled per objective (~30 s); the other parts' smoke tests stay in the suite

@@ -1,9 +1,11 @@
-"""One fresh-process fit of P1's problem by robustlearn: ``python -m benchmarks.perf._ours_worker NAME N CACHE``.
+"""One fresh-process fit by robustlearn: ``python -m benchmarks.perf._ours_worker NAME N CACHE``.
 
-Prints one JSON line: the seconds of ``import robustlearn``, of the first fit (tracing,
-compilation or cache load, and the solve) and of a second fit (compiled), and the XLA
-compile seconds. ``CACHE`` is a directory for JAX's persistent compilation cache, or ``-``
-for none (a truly cold process).
+``NAME`` is one of P1's problems (``fit_linear``, or optax L-BFGS for Wasserstein) or
+``estimator:OBJECTIVE`` (``RobustClassifier(OBJECTIVE).fit``, P6), on P1's data. Prints one
+JSON line: the seconds of the imports (robustlearn and its estimators), of the first fit
+(tracing, compilation or cache load, and the solve) and of a second identical fit
+(compiled), and the XLA compile seconds of the first. ``CACHE`` is a directory for JAX's
+persistent compilation cache, or ``-`` for none (a truly cold process).
 """
 
 import json
@@ -14,8 +16,11 @@ t0 = time.perf_counter()
 import jax  # noqa: E402
 
 import robustlearn as rl  # noqa: E402
+from robustlearn.estimators import RobustClassifier  # noqa: E402
 
 t_import = time.perf_counter() - t0
+
+ESTIMATOR = "estimator:"
 
 
 def main():
@@ -25,13 +30,17 @@ def main():
     from benchmarks.perf.p1_linear import CompileClock, fit_ours, make_data_for
 
     x, y = make_data_for(name, n)
+    if name.startswith(ESTIMATOR):
+        fit = lambda: RobustClassifier(name.removeprefix(ESTIMATOR)).fit(x, y)  # noqa: E731
+    else:
+        fit = lambda: fit_ours(name, x, y)  # noqa: E731
     clock = CompileClock()
     start = time.perf_counter()
-    w, b, _ = fit_ours(name, x, y)
+    fit()
     first = time.perf_counter() - start
     compile_seconds = clock.seconds
     start = time.perf_counter()
-    fit_ours(name, x, y)
+    fit()
     second = time.perf_counter() - start
     print(json.dumps({"import": t_import, "first": first, "second": second, "compile": compile_seconds}))
 

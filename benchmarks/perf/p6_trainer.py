@@ -19,7 +19,6 @@ imported JAX.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ import optax
 from flax import nnx
 
 from benchmarks.perf._common import table
+from benchmarks.perf.p1_linear import fit_ours_fresh
 from robustlearn import objectives
 from robustlearn._src.training import checkpoint as _ckpt
 from robustlearn._src.training import compile_cache
@@ -210,9 +210,8 @@ def checkpoint_table(width: int, repeats: int) -> str:
 
 
 def _estimator_fit(objective: str, n: int, cache: str) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.perf._estimator_worker", objective, str(n), cache]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """``RobustClassifier(objective)``'s fits in a fresh process (P1's worker, ``estimator:`` problems)."""
+    return fit_ours_fresh(f"estimator:{objective}", n, cache)
 
 
 def estimator_table(n: int) -> str:

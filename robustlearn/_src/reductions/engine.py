@@ -399,10 +399,9 @@ def run(kernel: Kernel, losses, hyper, *, weights, where, axis, want_weights: bo
     if weights is not None:
         weights, ok = _checks.max_normalized_weights(weights, losses.shape, axes)
     if where is not None:
-        # Masked examples leave the nominal distribution: fold the mask into the weights
-        # (one compiled variant for "weighted or masked" instead of one per combination).
-        # A mask alone becomes weights of the dtype concrete weights have, so that a mask,
-        # weights, or both compile one program, not one per dtype.
+        # Masked examples leave the nominal distribution: fold the mask into the weights,
+        # a mask alone as weights of the dtype concrete weights have, so that a mask,
+        # weights or both compile one program (not one per combination or dtype).
         where = _checks.mask(where, losses.shape)
         if weights is None:
             weights = jnp.where(where, 1, 0).astype(jnp.result_type(float))
