@@ -18,8 +18,8 @@ each hand-written value's distance to the exact one on a random batch.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-import statistics
 import time
 
 import jax
@@ -29,6 +29,7 @@ import optax
 from flax import nnx
 
 import robustlearn as rl
+from benchmarks._timing import interleaved_medians, median_seconds
 from benchmarks.perf._common import table
 from robustlearn import objectives, wasserstein
 from robustlearn.train import Trainer
@@ -86,14 +87,7 @@ def fit_one_epoch(tr: Trainer, data) -> None:
 
 def epoch_seconds(tr: Trainer, data, repeats: int) -> float:
     """Median time of one epoch of ``tr`` on ``data`` (after a warm-up fit that compiles)."""
-    tr.fit(data, epochs=1)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        tr.fit(data, epochs=1)
-        jax.block_until_ready(tr.params)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(functools.partial(fit_one_epoch, tr, data), repeats)
 
 
 def dro_epoch_seconds(kind: str, data, epochs: int) -> float:
@@ -124,16 +118,9 @@ def _step_times(data, repeats: int, hidden: int) -> dict[str, float]:
     slow drifts of a shared machine hit all objectives alike; a second ERM trainer measures the noise."""
     trainers = {name: trainer(make(), hidden=hidden) for name, make in OBJECTIVES.items()}
     trainers["erm (again: noise control)"] = trainer(objectives.erm(), hidden=hidden)
-    for tr in trainers.values():
-        tr.fit(data, epochs=1)  # compiles
-    samples = {name: [] for name in trainers}
-    for _ in range(repeats):
-        for name, tr in trainers.items():
-            start = time.perf_counter()
-            tr.fit(data, epochs=1)
-            jax.block_until_ready(tr.params)
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return interleaved_medians(
+        {name: functools.partial(fit_one_epoch, tr, data) for name, tr in trainers.items()}, repeats
+    )
 
 
 CVAR_ALPHA, CHI2_RADIUS = 0.1, 1.0
@@ -211,15 +198,8 @@ def _hand_written_rows(data, steps: int, repeats: int, hidden: int):
     xs = jnp.asarray(data["x"][: steps * BATCH]).reshape(steps, BATCH, DIM)
     ys = jnp.asarray(data["y"][: steps * BATCH]).reshape(steps, BATCH)
     loops = {name: _plain_loop(fn, steps, hidden) for name, fn in HAND_WRITTEN.items()}
-    for epoch, params, state in loops.values():
-        jax.block_until_ready(epoch(params, state, xs, ys))  # compiles
-    samples = {name: [] for name in loops}
-    for _ in range(repeats):
-        for name, (epoch, params, state) in loops.items():
-            start = time.perf_counter()
-            jax.block_until_ready(epoch(params, state, xs, ys))
-            samples[name].append(time.perf_counter() - start)
-    times = {name: statistics.median(v) for name, v in samples.items()}
+    calls = {name: functools.partial(epoch, params, state, xs, ys) for name, (epoch, params, state) in loops.items()}
+    times = interleaved_medians(calls, repeats)
     # Exactness on one batch of losses: against robustlearn's exact values, in float64.
     batch = np.random.default_rng(1).exponential(size=BATCH)
     with jax.enable_x64(True):
