@@ -144,6 +144,10 @@ for _case in CASES:
     [pytest.param(*row[1:], id=row[0]) for row in TABLE],
 )
 def test_extreme_inputs_in_float32(name, hyper, losses, weights, expected, extra):
+    _check_extreme(name, hyper, losses, weights, expected, extra)
+
+
+def _check_extreme(name, hyper, losses, weights, expected, extra):
     fn = getattr(rl, name)
     with jax.enable_x64(False):
         value = fn(losses, **hyper, weights=weights)
@@ -155,6 +159,19 @@ def test_extreme_inputs_in_float32(name, hyper, losses, weights, expected, extra
     scale = float(np.abs(l64).max())
     assert np.isfinite(value)
     assert abs(value - want) <= TOL32 * scale + extra * scale + 1e-37, (value, want)
+
+
+TAIL_TABLE = [row for row in TABLE if row[1] in ("cvar", "tv")]
+
+
+@pytest.mark.parametrize(
+    ("name", "hyper", "losses", "weights", "expected", "extra"),
+    [pytest.param(*row[1:], id=row[0]) for row in TAIL_TABLE],
+)
+def test_extreme_inputs_on_the_sorted_tail_path(name, hyper, losses, weights, expected, extra):
+    # CVaR and TV on the loop-free path find the value-at-risk of a short vector by a sort.
+    with engine.force_loop_free(True):
+        _check_extreme(name, hyper, losses, weights, expected, extra)
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -227,13 +244,14 @@ PATH_CASES = [c for c in CASES if c.name not in ("erm", "kl_penalty")]
 PATH_IDS = [c.name for c in PATH_CASES]
 
 
-def _check_path(case, levels, loop_free, seeds=WEIGHTED):
+def _check_path(case, levels, loop_free, seeds=WEIGHTED, sort_max=engine.SORT_MAX):
     for seed, weighting in seeds:
         losses, w = _path_problem(seed, PATH_SIZES[0], weighting == "random")
         if weighting == "ones":
             w = np.ones_like(losses)
         p = ref.nominal(len(losses), w)
-        with engine.subsample_levels(levels), engine.force_loop_free(loop_free):
+        paths = engine.subsample_levels(levels), engine.force_loop_free(loop_free), engine.sort_limit(sort_max)
+        with paths[0], paths[1], paths[2]:
             value, q = jax.value_and_grad(lambda x, w=w: case.value(x, **case.hyper, weights=w))(jnp.asarray(losses))
         value, q = float(value), np.asarray(q)
         expected = ref.value(case.name, losses, p, case.hyper)
@@ -248,6 +266,12 @@ def test_loop_free_path_matches_the_reference(case):
     # The accelerator's path: a fixed number of unrolled steps from the analytic start and
     # one fallback cond, no data-dependent loop unless they did not converge.
     _check_path(case, (), True)
+
+
+@pytest.mark.parametrize("sign", [1, -1], ids=["cvar", "tv"])
+def test_counting_tail_on_the_loop_free_path_matches_the_reference(sign):
+    # Vectors longer than engine.SORT_MAX count instead of sorting (a 600-example vector here).
+    _check_path(next(c for c in PATH_CASES if c.name == ("cvar" if sign > 0 else "tv")), (), True, sort_max=0)
 
 
 @pytest.mark.parametrize("case", PATH_CASES, ids=PATH_IDS)
@@ -267,7 +291,8 @@ def test_unweighted_paths_match_the_reference(case):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", PATH_CASES, ids=PATH_IDS)
 def test_subsample_started_loop_free_path_matches_the_reference(case):
-    _check_path(case, (16, 64), True)
+    # CVaR and TV: the 64-example subsample sorts, the 600-example vector counts.
+    _check_path(case, (16, 64), True, sort_max=100)
 
 
 @pytest.mark.slow

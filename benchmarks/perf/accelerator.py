@@ -1,6 +1,6 @@
 """P3 and P2 on the default JAX backend (a GPU when there is one), on both reduction paths.
 
-    python -m benchmarks.perf.accelerator [--quick] [--parts p3,p2,slope] [--out FILE]
+    python -m benchmarks.perf.accelerator [--quick] [--parts p3,p2,slope] [--paths loop-free,loops] [--out FILE]
 
 On a non-CPU backend the reductions take their loop-free path by default (a fixed number
 of unrolled Newton steps from an analytic start, one ``lax.cond`` fallback; see
@@ -11,12 +11,15 @@ that choice instead of assuming it: P3 (each reduction against ``jnp.mean``, flo
 minibatch MLP, both widths) once with the loop-free path and once with the loops, in one
 process, then P2's hand-written baselines on the default path, then (``slope``) the step
 time as the slope between epochs of two lengths, free of each ``fit`` call's fixed cost.
-Each table says which path it ran.
+Each table says which path it ran. The path ``counting`` is the loop-free path without its
+sort: CVaR and TV then find the value-at-risk of every vector by counting passes, as they
+do on the loop-free path above ``engine.SORT_MAX`` examples; ``sorting`` sorts every vector.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import time
 
@@ -28,7 +31,21 @@ from benchmarks.perf import p3_reductions as p3
 from benchmarks.perf._common import captured, machine_line, table
 from robustlearn._src.reductions import engine
 
-PATHS = {"loop-free": True, "loops": False}
+# path name -> (loop-free, longest vector whose tail is found by a sort)
+ALL_PATHS = {
+    "loop-free": (True, engine.SORT_MAX),
+    "counting": (True, 0),
+    "sorting": (True, 2**31 - 1),
+    "loops": (False, engine.SORT_MAX),
+}
+PATHS = {name: ALL_PATHS[name] for name in ("loop-free", "loops")}
+
+
+@contextlib.contextmanager
+def on_path(name: str):
+    flag, sort_max = ALL_PATHS[name]
+    with engine.force_loop_free(flag), engine.sort_limit(sort_max):
+        yield
 
 
 def _device_line() -> str:
@@ -41,8 +58,8 @@ def _device_line() -> str:
 def p3_tables(quick: bool, min_n: int, max_n: int) -> list[str]:
     argv = ["--min-n", "1000", "--max-n", "100000"] if quick else ["--min-n", str(min_n), "--max-n", str(max_n)]
     out = []
-    for path, flag in PATHS.items():
-        with engine.force_loop_free(flag):
+    for path in PATHS:
+        with on_path(path):
             out.append(captured(f"P3 ({path} path): reductions against jnp.mean", p3.main, argv))
     return out
 
@@ -53,13 +70,13 @@ def p2_tables(quick: bool) -> list[str]:
     out = []
     for hidden in (p2.HIDDEN, p2.WIDE):
         times = {}
-        for path, flag in PATHS.items():
-            with engine.force_loop_free(flag):
+        for path in PATHS:
+            with on_path(path):
                 times[path] = p2._step_times(data, repeats, hidden)
         base = {path: t["erm"] for path, t in times.items()}
         rows = [
             [name] + [f"{1e3 * times[p][name] / steps:.3g} ({times[p][name] / base[p]:.3f})" for p in PATHS]
-            for name in times["loops"]
+            for name in times[next(iter(PATHS))]
         ]
         title = f"### P2 ({' and '.join(PATHS)} paths): MLP {p2.DIM}-{hidden}-{hidden}-2, batch {p2.BATCH}, Trainer"
         note = (
@@ -132,8 +149,11 @@ def main(argv=None) -> str:
     parser.add_argument("--parts", default="p3,p2,slope", help="comma-separated: p3, p2, slope (default all)")
     parser.add_argument("--min-n", type=int, default=1_000_000, help="P3's smallest size")
     parser.add_argument("--max-n", type=int, default=10_000_000, help="P3's largest size")
+    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(ALL_PATHS)}")
     parser.add_argument("--out", help="also write the report to this markdown file")
     args = parser.parse_args(argv)
+    PATHS.clear()
+    PATHS.update({name: ALL_PATHS[name] for name in args.paths.split(",")})
     sections = [machine_line() + "\n" + _device_line()]
     print(sections[0] + "\n", flush=True)
     for part in [p.strip() for p in args.parts.split(",") if p.strip()]:

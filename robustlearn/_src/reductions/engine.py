@@ -47,8 +47,13 @@ SUBSAMPLE = SUBSAMPLE_LEVELS[0]
 # Steps unrolled by the loop-free path before its single fallback ``lax.cond``.
 UNROLLED_STEPS = 6
 
+# On the loop-free path, CVaR and TV find the value-at-risk of a vector of at most this many
+# examples by one sort (one kernel on an accelerator) instead of counting passes.
+SORT_MAX = 65536
+
 _LOOP_FREE: bool | None = None
 _LEVELS: tuple[int, ...] | None = None
+_SORT_MAX: int | None = None
 _SALTS = itertools.count(1)
 
 
@@ -82,6 +87,22 @@ def subsample_levels(levels: tuple[int, ...]):
 
 
 @contextlib.contextmanager
+def sort_limit(n: int):
+    """Context manager setting :data:`SORT_MAX` (0: CVaR and TV count on every vector).
+
+    Tests and benchmarks use it to reach both variants of the loop-free path; part of the
+    compilation cache key like :func:`force_loop_free`.
+    """
+    global _SORT_MAX
+    old = _SORT_MAX
+    _SORT_MAX = int(n)
+    try:
+        yield
+    finally:
+        _SORT_MAX = old
+
+
+@contextlib.contextmanager
 def force_loop_free(flag: bool | None):
     """Context manager forcing the loop-free path on (True) or off (False); None: automatic.
 
@@ -112,12 +133,14 @@ class Data:
         R: ``scale * (M - m)``, or 1 when every loss is equal.
         ok: finite losses on a non-empty support.
         unroll: steps of the loop-free path (0: loops).
+        sort_max: on the loop-free path, the longest vector whose tail is found by a sort.
     """
 
-    def __init__(self, losses, p, weighted, n, M, m, scale, R, ok, unroll, levels=()):
+    def __init__(self, losses, p, weighted, n, M, m, scale, R, ok, unroll, levels=(), sort_max=0):
         self.losses, self.p, self.weighted, self.n = losses, p, weighted, n
         self.M, self.m, self.scale, self.R, self.ok, self.unroll = M, m, scale, R, ok, unroll
         self.levels = levels
+        self.sort_max = sort_max
         self.fallback = True  # False on subsamples: a loop-free start needs no loop behind it
         self.Ms = M * scale
 
@@ -128,6 +151,11 @@ class Data:
     @property
     def shape(self):
         return self.losses.shape
+
+    @property
+    def sorts(self) -> bool:
+        """Whether tails (CVaR, TV) are found by a sort: the loop-free path on a short vector."""
+        return bool(self.unroll) and self.n <= self.sort_max
 
     @property
     def eps(self):
@@ -189,7 +217,7 @@ class Data:
             p = jnp.where(mass > 0, p / jnp.where(mass > 0, mass, 1), 1.0 / count)
         else:
             p = jnp.asarray(1.0 / count, self.dtype)
-        args = (self.M, self.m, self.scale, self.R, self.ok, self.unroll, self.levels)
+        args = (self.M, self.m, self.scale, self.R, self.ok, self.unroll, self.levels, self.sort_max)
         sub = Data(losses, p, self.weighted, count, *args)
         sub.fallback = False
         return sub
@@ -205,7 +233,7 @@ def _max_min(x):
     )
 
 
-def _data(losses, w, unroll, levels=()):
+def _data(losses, w, unroll, levels=(), sort_max=0):
     """The :class:`Data` of one 1-D problem and the flags ``(finite, empty)``."""
     n = losses.shape[0]
     dtype = losses.dtype
@@ -241,7 +269,7 @@ def _data(losses, w, unroll, levels=()):
     scale = scale.astype(dtype)
     R = M * scale - m * scale
     R = jnp.where(R > 0, R, 1)
-    return Data(losses, p, w is not None, n, M, m, scale, R, ok, unroll, levels), finite, empty
+    return Data(losses, p, w is not None, n, M, m, scale, R, ok, unroll, levels, sort_max), finite, empty
 
 
 class LegacyKernel:
@@ -274,7 +302,7 @@ def as_kernel(kernel):
     return kernel if hasattr(kernel, "solve") else LegacyKernel(kernel)
 
 
-def _solve(kernel, unroll: int, levels, want_weights: bool, losses, w, *hyper):
+def _solve(kernel, unroll: int, levels, sort_max: int, want_weights: bool, losses, w, *hyper):
     """Value (and weights) for one 1-D loss vector (compute dtype)."""
     hyper = kernel.prepare(*hyper)
     if w is None and hasattr(kernel, "solve_plain"):
@@ -286,7 +314,7 @@ def _solve(kernel, unroll: int, levels, want_weights: bool, losses, w, *hyper):
             return value, None
         q = jnp.full(losses.shape, 1.0 / losses.shape[0], losses.dtype)
         return value, jnp.where(finite, q, jnp.nan)
-    d, finite, empty = _data(losses, w, unroll, levels)
+    d, finite, empty = _data(losses, w, unroll, levels, sort_max)
     value, aux = kernel.solve(d, *hyper)
     # Every reduction lies between the smallest and largest loss; the clip only
     # removes rounding (all-equal losses then return that loss exactly).
@@ -300,16 +328,16 @@ def _solve(kernel, unroll: int, levels, want_weights: bool, losses, w, *hyper):
     return value, q
 
 
-def _value_fn(kernel, unroll: int, levels):
+def _value_fn(kernel, unroll: int, levels, sort_max: int):
     """1-D value with the Danskin derivative d value / d losses = q (one solve for both)."""
 
     @jax.custom_jvp
     def value(losses, w, *hyper):
-        return _solve(kernel, unroll, levels, False, losses, w, *hyper)[0]
+        return _solve(kernel, unroll, levels, sort_max, False, losses, w, *hyper)[0]
 
     @value.defjvp
     def value_jvp(primals, tangents):
-        v, q = _solve(kernel, unroll, levels, True, *primals)
+        v, q = _solve(kernel, unroll, levels, sort_max, True, *primals)
         return v, jnp.sum(q * tangents[0]).astype(v.dtype)
 
     return value
@@ -339,14 +367,15 @@ def _compiled(
     weighted: bool,
     unroll: int,
     levels: tuple[int, ...],
+    sort_max: int,
 ):
     """The jitted reduction (or its weights) over ``axes``, batched over the other axes."""
     k = as_kernel(kernel)
     if want_weights:
-        fn = lambda *args: _solve(k, unroll, levels, True, *args)[1]  # noqa: E731
+        fn = lambda *args: _solve(k, unroll, levels, sort_max, True, *args)[1]  # noqa: E731
         out_core = "->(n)"
     else:
-        fn = _value_fn(k, unroll, levels)
+        fn = _value_fn(k, unroll, levels, sort_max)
         out_core = "->()"
     w_core = "(n)" if weighted else "()"
     signature = "(n)," + w_core + ",()" * n_hyper + out_core
@@ -413,12 +442,14 @@ def run(kernel: Kernel, losses, hyper, *, weights, where, axis, want_weights: bo
     free = loop_free()
     unroll = UNROLLED_STEPS if free else 0
     levels = _LEVELS if _LEVELS is not None else (() if free else SUBSAMPLE_LEVELS)
-    fn = _compiled(kernel, len(hyper), want_weights, axes, losses.ndim, weights is not None, unroll, levels)
+    sort_max = _SORT_MAX if _SORT_MAX is not None else SORT_MAX
+    fn = _compiled(kernel, len(hyper), want_weights, axes, losses.ndim, weights is not None, unroll, levels, sort_max)
     return fn(losses, weights, ok, *values)
 
 
 __all__ = [
     "SUBSAMPLE",
+    "SORT_MAX",
     "SUBSAMPLE_LEVELS",
     "Data",
     "Kernel",
@@ -426,5 +457,6 @@ __all__ = [
     "force_loop_free",
     "loop_free",
     "run",
+    "sort_limit",
     "subsample_levels",
 ]

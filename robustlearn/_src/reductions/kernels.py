@@ -761,6 +761,24 @@ def _below(x):
     return jnp.where(jnp.abs(r) < tiny, jnp.where(x > 0, 0, -tiny).astype(x.dtype), r)
 
 
+def _signed(d, sign, salt):
+    """``(y, s)``: ``y = sign * scale * l`` as a fresh expression and its salt (see :meth:`Data.fresh`)."""
+    zero = (salt - salt) * (next(_engine._SALTS) % 2**20 + 1)
+    return sign * d.losses * (d.scale + zero), lambda x: x + zero
+
+
+def _mass_above(d, sign, t):
+    """:math:`C(t) = E_p [y > t]`: one fused pass."""
+    y, s = _signed(d, sign, t)
+    return d.E(_gt(y, s(t), s))
+
+
+def _excess(d, sign, t):
+    """:math:`S(t) = E_p (y - t)_+`: one fused pass."""
+    y, s = _signed(d, sign, t)
+    return d.E(jnp.maximum(y - s(t), s(0.0)))
+
+
 def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
     r"""The mass ``alpha`` of ``p`` on the largest ``y = sign * scale * l`` (``sign`` = +-1).
 
@@ -780,19 +798,18 @@ def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
     value ``<= hi`` and the smallest ``> lo`` (one pass each), which close it exactly.
     Every pass is one fused sum, ``C(t) = E_p [y > t]``.
 
+    On the loop-free path a vector of at most :data:`~robustlearn._src.reductions.engine.SORT_MAX`
+    examples closes the bracket by one sort instead (:func:`_tail_by_sort`).
+
     Returns ``(lo, hi, C(lo), C(hi), S(lo), S(hi))`` with :math:`S(t) = E_p (y - t)_+`.
     """
+    if d.sorts:
+        return _tail_by_sort(d, sign, alpha)
     dtype = d.dtype
     tol = 4 * jnp.finfo(dtype).eps if tol is None else tol
     lo_y, hi_y = (d.m * d.scale, d.Ms) if sign > 0 else (-d.Ms, -d.m * d.scale)
-
-    def y(salt):
-        zero = (salt - salt) * (next(_engine._SALTS) % 2**20 + 1)
-        return sign * d.losses * (d.scale + zero), lambda x: x + zero
-
-    def count(t):
-        yt, s = y(t)
-        return d.E(_gt(yt, s(t), s))
+    y = lambda salt: _signed(d, sign, salt)  # noqa: E731
+    count = lambda t: _mass_above(d, sign, t)  # noqa: E731
 
     one = jnp.ones((), dtype)
     zero = jnp.zeros((), dtype)
@@ -855,10 +872,35 @@ def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
     else:
         state = jax.lax.while_loop(cond, body, state)
     lo, hi, c_lo, c_hi, _, _ = state
-    (y1, s1), (y2, s2) = y(lo), y(hi)
-    s_lo = d.E(jnp.maximum(y1 - s1(lo), s1(0.0)))
-    s_hi = d.E(jnp.maximum(y2 - s2(hi), s2(0.0)))
-    return lo, hi, c_lo, c_hi, s_lo, s_hi
+    return lo, hi, c_lo, c_hi, _excess(d, sign, lo), _excess(d, sign, hi)
+
+
+def _tail_by_sort(d, sign, alpha):
+    r""":func:`_tail` by one sort: exact, with the bracket closed on the value-at-risk.
+
+    With :math:`y_{(1)} \ge y_{(2)} \ge \dots` and :math:`P_k = \sum_{j \le k} p_{(j)}`,
+    the value-at-risk is :math:`y_{(k)}` for the first :math:`k` with :math:`P_k \ge
+    \alpha`: ``hi`` is that value and ``lo`` the float below it, so no support value lies
+    in ``(lo, hi)``. The masses ``C`` and sums ``S`` come from the same passes as on the
+    counting path (rounded as there); where their rounding disagrees with the sorted
+    cumulative sum, they are clipped to the bracket's invariant ``C(lo) >= alpha >= C(hi)``.
+    On an accelerator a sort of a minibatch is one kernel, against a dozen passes (each a
+    kernel launch) for the counting search.
+    """
+    n = d.n
+    y = sign * d.losses * d.scale
+    if d.weighted:
+        neg, p = jax.lax.sort((-y, d.p), num_keys=1)
+        mass = jnp.cumsum(p)
+    else:
+        neg = jnp.sort(-y)
+        mass = jnp.arange(1, n + 1, dtype=d.dtype) * d.p
+    k = jnp.minimum(jnp.sum(mass < alpha), n - 1)  # the first index holding mass >= alpha
+    hi = _normal(-neg[k])  # a subnormal compares as 0 on a CPU that flushes them
+    lo = _below(hi)
+    c_lo = jnp.maximum(_mass_above(d, sign, lo), alpha)
+    c_hi = jnp.minimum(_mass_above(d, sign, hi), alpha)
+    return lo, hi, c_lo, c_hi, _excess(d, sign, lo), _excess(d, sign, hi)
 
 
 def _tail_start(d, sign, alpha):
@@ -869,7 +911,7 @@ def _tail_start(d, sign, alpha):
     the subsample; the full-data passes check that they bracket.
     """
     subs = _levels(d)
-    if not subs:
+    if not subs or d.sorts:
         return None, None
     sub = subs[-1]
     m = sub.n
