@@ -197,15 +197,15 @@ def scenario_callbacks(args, devices, directory=None, kill_epoch=0) -> dict:
         return original_write(where, data)
 
     class Killed(rl.train.Trainer):
-        def _run_epoch(self, epoch, state, data, val_data, epoch_fn, eval_fn, base_key, callbacks):
+        def _run_epoch(self, epoch, state, data, order, val_data, epoch_fn, eval_fn, base_key, callbacks):
             if epoch == kill_epoch and jax.process_index() == 1:
                 # Launch the epoch (asynchronous dispatch: the processes are now inside
                 # it, exchanging its collectives), then die without finishing it.
-                epoch_fn(state, data, jax.random.fold_in(base_key, epoch))
+                epoch_fn(state, data, order, jax.random.fold_in(base_key, epoch))
                 sys.stderr.write("worker: killing myself mid-epoch\n")
                 sys.stderr.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
-            return super()._run_epoch(epoch, state, data, val_data, epoch_fn, eval_fn, base_key, callbacks)
+            return super()._run_epoch(epoch, state, data, order, val_data, epoch_fn, eval_fn, base_key, callbacks)
 
     # The same program as the group DRO run of scenario_train (compiled once), a stateful
     # objective (its group weights are in the checkpoint). val_loss falls until epoch 7,

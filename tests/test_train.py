@@ -299,3 +299,35 @@ def test_objective_reads_weight_and_mask_from_the_batch(objective):
     assert float(value) == float(expected) == float(metrics["objective"])
     assert float(metrics["mean_loss"]) == pytest.approx(float(losses[batch["mask"]].mean()))
     assert state == state0
+
+
+@pytest.mark.parametrize("n", [24, 22])  # minibatches of 8: exact, and a padded last one
+def test_each_epoch_visits_every_example_once_in_the_documented_order(n):
+    # The labels carry the example ids; the loss records each step's ids and mask.
+    seen = []
+
+    def loss(outputs, y):
+        jax.debug.callback(lambda ids: seen.append(np.asarray(ids).astype(int)), y, ordered=True)
+        return jnp.sum(outputs, axis=-1) * 0.0 + y
+
+    data = {"x": np.zeros((n, 2)), "y": np.arange(n, dtype=np.float64)}  # float labels: a regression
+
+    def run(seed):
+        seen.clear()
+        trainer = rl.train.Trainer(
+            model=linear_apply, params=linear_params(2, 1), loss=loss, objective=objectives.erm(),
+            optimizer=optax.sgd(0.1), batch_size=8, seed=seed, verbose=False,
+        )  # fmt: skip
+        trainer.fit(data, epochs=3)
+        jax.effects_barrier()
+        steps = -(-n // 8)
+        return np.concatenate(seen[-3 * steps :]).reshape(3, steps * 8)
+
+    orders = run(5)
+    for epoch, order in enumerate(orders, start=1):
+        expected = np.random.default_rng([5, epoch]).permutation(n)  # NumPy's draw from (seed, epoch)
+        np.testing.assert_array_equal(order[:n], expected)
+        np.testing.assert_array_equal(order[n:], expected[: len(order) - n])  # the padding repeats the first rows
+    assert not np.array_equal(orders[0], orders[1])
+    np.testing.assert_array_equal(run(5), orders)  # same seed, same order
+    assert not np.array_equal(run(6)[0], orders[0])

@@ -7,8 +7,12 @@ step time of each variant is the slope between epochs of 20 and 80 steps (which 
 call's fixed cost), median of interleaved rounds:
 
 - ``plain``: contiguous minibatches (``dynamic_slice``), ``jnp.mean`` of the losses;
-- ``+ shuffled gather``: each step gathers its rows by a random permutation (as the Trainer does);
-- ``+ gather per epoch``: one gather of the whole permuted data per epoch, then contiguous slices;
+- ``+ shuffled gather``: each step gathers its rows by a random permutation drawn in the program
+  (``jax.random.permutation``: a sort of random keys, as the Trainer did until 2026-11-27);
+- ``+ gather per epoch``: the same permutation, one gather of the whole permuted data per epoch,
+  then contiguous slices;
+- ``+ host order``: each step gathers its rows by a permutation drawn by NumPy on the host and
+  passed in (as the Trainer does now; the draw is inside the timed call);
 - ``+ finiteness check``: the Trainer's check of the value and gradients and the select that keeps
   the last finite state;
 - ``+ erm(where=mask)``: robustlearn's ERM reduction with the minibatch mask instead of ``jnp.mean``;
@@ -22,6 +26,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -34,6 +39,7 @@ VARIANTS = {
     "plain": {},
     "+ shuffled gather": {"gather": "step"},
     "+ gather per epoch": {"gather": "epoch"},
+    "+ host order": {"gather": "host"},
     "+ finiteness check": {"finite": True},
     "+ erm(where=mask)": {"reduce": "erm"},
 }
@@ -50,17 +56,18 @@ def plain_epoch(steps: int, hidden: int, gather: str = "", finite: bool = False,
         return jnp.mean(losses) if reduce == "mean" else rl.erm(losses, where=mask)
 
     @jax.jit
-    def epoch(params, state, xs, ys, key):
+    def epoch(params, state, xs, ys, key, host_perm):
         n = xs.shape[0]
         starts = jnp.arange(steps) * batch
-        if gather:
+        perm = host_perm
+        if gather in ("step", "epoch"):
             perm = jax.random.permutation(key, n)
         if gather == "epoch":
             xs, ys = xs[perm], ys[perm]
 
         def step(carry, k):
             params, state = carry
-            if gather == "step":
+            if gather in ("step", "host"):
                 rows = jax.lax.dynamic_slice_in_dim(perm, starts[k], batch)
                 x, y = xs[rows], ys[rows]
             else:
@@ -78,7 +85,13 @@ def plain_epoch(steps: int, hidden: int, gather: str = "", finite: bool = False,
         return jax.lax.scan(step, (params, state), jnp.arange(steps))[0]
 
     state = opt.init(params)
-    return lambda xs, ys: epoch(params, state, xs, ys, jax.random.key(0))
+
+    def run(xs, ys):
+        n = xs.shape[0]
+        host_perm = jnp.asarray(np.random.default_rng(0).permutation(n).astype(np.int32)) if gather == "host" else None
+        return epoch(params, state, xs, ys, jax.random.key(0), host_perm)
+
+    return run
 
 
 def main(argv=None) -> str:
