@@ -38,7 +38,7 @@ ALL_PATHS = {
     "sorting": (True, 2**31 - 1),
     "loops": (False, engine.SORT_MAX),
 }
-PATHS = {name: ALL_PATHS[name] for name in ("loop-free", "loops")}
+DEFAULT_PATHS = ("loop-free", "loops")
 
 
 @contextlib.contextmanager
@@ -55,36 +55,36 @@ def _device_line() -> str:
     )
 
 
-def p3_tables(quick: bool, min_n: int, max_n: int) -> list[str]:
+def p3_tables(quick: bool, min_n: int, max_n: int, paths=DEFAULT_PATHS) -> list[str]:
     argv = ["--min-n", "1000", "--max-n", "100000"] if quick else ["--min-n", str(min_n), "--max-n", str(max_n)]
     out = []
-    for path in PATHS:
+    for path in paths:
         with on_path(path):
             out.append(captured(f"P3 ({path} path): reductions against jnp.mean", p3.main, argv))
     return out
 
 
-def p2_tables(quick: bool) -> list[str]:
+def p2_tables(quick: bool, paths=DEFAULT_PATHS) -> list[str]:
     steps, repeats = (20, 3) if quick else (100, 15)
     data = p2.make_data(steps * p2.BATCH)
     out = []
     for hidden in (p2.HIDDEN, p2.WIDE):
         times = {}
-        for path in PATHS:
+        for path in paths:
             with on_path(path):
                 times[path] = p2._step_times(data, repeats, hidden)
         base = {path: t["erm"] for path, t in times.items()}
         rows = [
-            [name] + [f"{1e3 * times[p][name] / steps:.3g} ({times[p][name] / base[p]:.3f})" for p in PATHS]
-            for name in times[next(iter(PATHS))]
+            [name] + [f"{1e3 * times[p][name] / steps:.3g} ({times[p][name] / base[p]:.3f})" for p in paths]
+            for name in times[paths[0]]
         ]
-        title = f"### P2 ({' and '.join(PATHS)} paths): MLP {p2.DIM}-{hidden}-{hidden}-2, batch {p2.BATCH}, Trainer"
+        title = f"### P2 ({' and '.join(paths)} paths): MLP {p2.DIM}-{hidden}-{hidden}-2, batch {p2.BATCH}, Trainer"
         note = (
             f"Step time in ms (ratio to ERM on the same path): one epoch of {steps} steps via Trainer.fit, median of "
             f"{repeats} interleaved rounds, divided by {steps}. ERM has no reduction to choose, so its two columns "
             "measure the same program twice."
         )
-        out.append("\n\n".join([title, note, table(["objective"] + [f"{p} path" for p in PATHS], rows)]))
+        out.append("\n\n".join([title, note, table(["objective"] + [f"{p} path" for p in paths], rows)]))
     for hidden in (p2.HIDDEN, p2.WIDE):
         rows = p2._hand_written_rows(data, steps, repeats, hidden)
         out.append(
@@ -149,19 +149,23 @@ def main(argv=None) -> str:
     parser.add_argument("--parts", default="p3,p2,slope", help="comma-separated: p3, p2, slope (default all)")
     parser.add_argument("--min-n", type=int, default=1_000_000, help="P3's smallest size")
     parser.add_argument("--max-n", type=int, default=10_000_000, help="P3's largest size")
-    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(ALL_PATHS)}")
+    parser.add_argument("--paths", default=",".join(DEFAULT_PATHS), help=f"comma-separated, of {', '.join(ALL_PATHS)}")
     parser.add_argument("--out", help="also write the report to this markdown file")
     args = parser.parse_args(argv)
-    PATHS.clear()
-    PATHS.update({name: ALL_PATHS[name] for name in args.paths.split(",")})
+    paths = tuple(args.paths.split(","))
+    unknown = [p for p in paths if p not in ALL_PATHS]
+    if unknown:
+        parser.error(f"--paths: unknown {unknown}; choose from {', '.join(ALL_PATHS)}")
     sections = [machine_line() + "\n" + _device_line()]
     print(sections[0] + "\n", flush=True)
     for part in [p.strip() for p in args.parts.split(",") if p.strip()]:
         start = time.perf_counter()
-        if part == "p3":
-            texts = p3_tables(args.quick, args.min_n, args.max_n)
-        else:
-            texts = {"p2": p2_tables, "slope": slope_tables}[part](args.quick)
+        parts = {
+            "p3": lambda: p3_tables(args.quick, args.min_n, args.max_n, paths),
+            "p2": lambda: p2_tables(args.quick, paths),
+            "slope": lambda: slope_tables(args.quick),
+        }
+        texts = parts[part]()
         texts[-1] += f"\n\n({part} ran in {time.perf_counter() - start:.0f} s)"
         for text in texts:
             print(text + "\n", flush=True)

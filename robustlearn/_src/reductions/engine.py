@@ -30,6 +30,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,10 +52,33 @@ UNROLLED_STEPS = 6
 # examples by one sort (one kernel on an accelerator) instead of counting passes.
 SORT_MAX = 65536
 
-_LOOP_FREE: bool | None = None
-_LEVELS: tuple[int, ...] | None = None
-_SORT_MAX: int | None = None
+# Settings forced by the context managers below (None: automatic); part of the compile key.
+_FORCED: dict = {"loop_free": None, "levels": None, "sort_max": None}
 _SALTS = itertools.count(1)
+
+
+class Path(NamedTuple):
+    """How a reduction is solved; static (part of the compilation cache key).
+
+    Attributes:
+        unroll: steps of the loop-free path (0: loops).
+        levels: strided subsample sizes that start a full-data solve.
+        sort_max: on the loop-free path, the longest vector whose tail (CVaR, TV) is found by a sort.
+    """
+
+    unroll: int
+    levels: tuple[int, ...]
+    sort_max: int
+
+
+@contextlib.contextmanager
+def _forcing(name: str, value):
+    old = _FORCED[name]
+    _FORCED[name] = value
+    try:
+        yield
+    finally:
+        _FORCED[name] = old
 
 
 def loop_free() -> bool:
@@ -65,44 +89,39 @@ def loop_free() -> bool:
     starting point and falls back to the loop (behind one ``lax.cond``) only if they did
     not converge.
     """
-    if _LOOP_FREE is not None:
-        return _LOOP_FREE
+    if _FORCED["loop_free"] is not None:
+        return _FORCED["loop_free"]
     return jax.default_backend() != "cpu"
 
 
-@contextlib.contextmanager
+def _path() -> Path:
+    """The path of a call now: the forced settings, else the defaults of the backend."""
+    free = loop_free()
+    levels = _FORCED["levels"]
+    if levels is None:
+        levels = () if free else SUBSAMPLE_LEVELS
+    sort_max = SORT_MAX if _FORCED["sort_max"] is None else _FORCED["sort_max"]
+    return Path(UNROLLED_STEPS if free else 0, levels, sort_max)
+
+
 def subsample_levels(levels: tuple[int, ...]):
     """Context manager setting the subsample levels (tests use tiny levels to reach the
     subsample-started paths with small vectors, on either path). Part of the compilation
     cache key. Without it: :data:`SUBSAMPLE_LEVELS` on the loop path, none on the
     loop-free path (on an accelerator a pass costs a kernel launch whatever its length, so
     subsamples save nothing; the full vector is solved from the analytic start)."""
-    global _LEVELS
-    old = _LEVELS
-    _LEVELS = tuple(levels)
-    try:
-        yield
-    finally:
-        _LEVELS = old
+    return _forcing("levels", tuple(levels))
 
 
-@contextlib.contextmanager
 def sort_limit(n: int):
     """Context manager setting :data:`SORT_MAX` (0: CVaR and TV count on every vector).
 
     Tests and benchmarks use it to reach both variants of the loop-free path; part of the
     compilation cache key like :func:`force_loop_free`.
     """
-    global _SORT_MAX
-    old = _SORT_MAX
-    _SORT_MAX = int(n)
-    try:
-        yield
-    finally:
-        _SORT_MAX = old
+    return _forcing("sort_max", int(n))
 
 
-@contextlib.contextmanager
 def force_loop_free(flag: bool | None):
     """Context manager forcing the loop-free path on (True) or off (False); None: automatic.
 
@@ -110,13 +129,7 @@ def force_loop_free(flag: bool | None):
     cache key of the public functions, so calls inside the context compile their own
     variant.
     """
-    global _LOOP_FREE
-    old = _LOOP_FREE
-    _LOOP_FREE = flag
-    try:
-        yield
-    finally:
-        _LOOP_FREE = old
+    return _forcing("loop_free", flag)
 
 
 class Data:
@@ -302,7 +315,7 @@ def as_kernel(kernel):
     return kernel if hasattr(kernel, "solve") else LegacyKernel(kernel)
 
 
-def _solve(kernel, unroll: int, levels, sort_max: int, want_weights: bool, losses, w, *hyper):
+def _solve(kernel, path: Path, want_weights: bool, losses, w, *hyper):
     """Value (and weights) for one 1-D loss vector (compute dtype)."""
     hyper = kernel.prepare(*hyper)
     if w is None and hasattr(kernel, "solve_plain"):
@@ -314,7 +327,7 @@ def _solve(kernel, unroll: int, levels, sort_max: int, want_weights: bool, losse
             return value, None
         q = jnp.full(losses.shape, 1.0 / losses.shape[0], losses.dtype)
         return value, jnp.where(finite, q, jnp.nan)
-    d, finite, empty = _data(losses, w, unroll, levels, sort_max)
+    d, finite, empty = _data(losses, w, *path)
     value, aux = kernel.solve(d, *hyper)
     # Every reduction lies between the smallest and largest loss; the clip only
     # removes rounding (all-equal losses then return that loss exactly).
@@ -328,16 +341,16 @@ def _solve(kernel, unroll: int, levels, sort_max: int, want_weights: bool, losse
     return value, q
 
 
-def _value_fn(kernel, unroll: int, levels, sort_max: int):
+def _value_fn(kernel, path: Path):
     """1-D value with the Danskin derivative d value / d losses = q (one solve for both)."""
 
     @jax.custom_jvp
     def value(losses, w, *hyper):
-        return _solve(kernel, unroll, levels, sort_max, False, losses, w, *hyper)[0]
+        return _solve(kernel, path, False, losses, w, *hyper)[0]
 
     @value.defjvp
     def value_jvp(primals, tangents):
-        v, q = _solve(kernel, unroll, levels, sort_max, True, *primals)
+        v, q = _solve(kernel, path, True, *primals)
         return v, jnp.sum(q * tangents[0]).astype(v.dtype)
 
     return value
@@ -365,17 +378,15 @@ def _compiled(
     axes: tuple[int, ...],
     ndim: int,
     weighted: bool,
-    unroll: int,
-    levels: tuple[int, ...],
-    sort_max: int,
+    path: Path,
 ):
     """The jitted reduction (or its weights) over ``axes``, batched over the other axes."""
     k = as_kernel(kernel)
     if want_weights:
-        fn = lambda *args: _solve(k, unroll, levels, sort_max, True, *args)[1]  # noqa: E731
+        fn = lambda *args: _solve(k, path, True, *args)[1]  # noqa: E731
         out_core = "->(n)"
     else:
-        fn = _value_fn(k, unroll, levels, sort_max)
+        fn = _value_fn(k, path)
         out_core = "->()"
     w_core = "(n)" if weighted else "()"
     signature = "(n)," + w_core + ",()" * n_hyper + out_core
@@ -439,11 +450,7 @@ def run(kernel: Kernel, losses, hyper, *, weights, where, axis, want_weights: bo
     for _, h_ok in hyper:
         ok = ok & h_ok
     values = tuple(v for v, _ in hyper)
-    free = loop_free()
-    unroll = UNROLLED_STEPS if free else 0
-    levels = _LEVELS if _LEVELS is not None else (() if free else SUBSAMPLE_LEVELS)
-    sort_max = _SORT_MAX if _SORT_MAX is not None else SORT_MAX
-    fn = _compiled(kernel, len(hyper), want_weights, axes, losses.ndim, weights is not None, unroll, levels, sort_max)
+    fn = _compiled(kernel, len(hyper), want_weights, axes, losses.ndim, weights is not None, _path())
     return fn(losses, weights, ok, *values)
 
 
@@ -453,6 +460,7 @@ __all__ = [
     "SUBSAMPLE_LEVELS",
     "Data",
     "Kernel",
+    "Path",
     "as_kernel",
     "force_loop_free",
     "loop_free",
