@@ -27,6 +27,14 @@ def xla_has_the_flag() -> bool:
     return tuple(int(part) for part in version("jaxlib").split(".")[:2]) < (0, 11)
 
 
+def subprocess_xla_flags(*flags: str) -> str:
+    """``XLA_FLAGS`` for a test's subprocess: ``flags`` plus the suite's fast-compile flag
+    (when this XLA has it and the suite uses it). Subprocesses that compare results with
+    each other or with this process compile with the same generator as the suite."""
+    fast = os.environ.get(DEFAULT_CODEGEN_ENV) != "1" and xla_has_the_flag()
+    return " ".join([*flags, *([FAST_COMPILE_FLAGS] if fast else [])])
+
+
 # Before JAX creates its CPU backend (it reads XLA_FLAGS once, at the first computation).
 if (
     os.environ.get(DEFAULT_CODEGEN_ENV) != "1"

@@ -1,4 +1,8 @@
-"""Reductions on a batch sharded over 8 simulated CPU devices equal the 1-device result."""
+"""Reductions on a batch sharded over 8 simulated CPU devices equal the 1-device result.
+
+The suite's own process has one CPU device, so sharded inputs are tested here, in a subprocess
+with 8: a 1-D vector and a batch of rows, each sharded along the reduced axis.
+"""
 
 import json
 import os
@@ -9,7 +13,10 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests.conftest import subprocess_xla_flags
 from tests.strategies import CASES
+
+EIGHT_DEVICES = "--xla_force_host_platform_device_count=8"
 
 SCRIPT = textwrap.dedent(
     """
@@ -29,14 +36,18 @@ SCRIPT = textwrap.dedent(
         sharded = jax.device_put(losses, NamedSharding(mesh, P("data")))
         assert len(sharded.sharding.device_set) == 8
         grad = jax.jit(jax.grad(lambda x, case=case: case.value(x, **case.hyper)))(sharded)
-        out[case.name] = [float(fn(sharded)), np.asarray(wfn(sharded)).tolist(), np.asarray(grad).tolist()]
+        # A batch of rows, each reduced over the sharded axis (P(None, "data")).
+        rows = jax.device_put(losses.reshape(4, 1024), NamedSharding(mesh, P(None, "data")))
+        assert len(rows.sharding.device_set) == 8
+        values = np.asarray(case.value(rows, **case.hyper)).tolist()
+        out[case.name] = [float(fn(sharded)), np.asarray(wfn(sharded)).tolist(), np.asarray(grad).tolist(), values]
     json.dump(out, sys.stdout)
     """
 )
 
 
 def test_eight_devices_equal_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=subprocess_xla_flags(EIGHT_DEVICES), JAX_PLATFORMS="cpu")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, cwd=root, capture_output=True, text=True, check=False
@@ -45,10 +56,11 @@ def test_eight_devices_equal_one_device():
     sharded = json.loads(result.stdout)
     losses = np.random.default_rng(0).standard_normal(4 * 1024)
     for case in CASES:
-        value, q, grad = sharded[case.name]
+        value, q, grad, values = sharded[case.name]
         assert abs(value - float(case.value(losses, **case.hyper))) <= 1e-9
         np.testing.assert_allclose(q, case.weights(losses, **case.hyper), atol=1e-12)
         np.testing.assert_allclose(grad, q, atol=1e-12)
+        np.testing.assert_allclose(values, case.value(losses.reshape(4, 1024), **case.hyper), rtol=1e-12)
 
 
 TRAIN_SCRIPT = textwrap.dedent(
@@ -119,7 +131,7 @@ def test_trainer_on_eight_devices_equals_one_device(model, _trained_on_eight_dev
 
 @pytest.fixture(scope="module")
 def _trained_on_eight_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=subprocess_xla_flags(EIGHT_DEVICES), JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)

@@ -43,6 +43,7 @@ import pytest
 import robustlearn as rl
 from tests import _references as ref
 from tests._mp_worker import BATCH, CUTS, KILL_EPOCH, mlp, reduction_losses
+from tests.conftest import subprocess_xla_flags
 from tests.strategies import CASES
 
 if sys.platform == "win32":  # pragma: no cover
@@ -94,6 +95,7 @@ def _run(cmds: list[list[str]], out: Path, cwd: Path, until_killed: int | None =
     """
     out.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
+    env["XLA_FLAGS"] = subprocess_xla_flags()  # every launch compiles like the suite (and like each other)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     # Launches side by side compile the same programs: share them (robustlearn's documented switch).
     env["ROBUSTLEARN_COMPILATION_CACHE"] = str(out.parent / "jax-cache")

@@ -116,7 +116,7 @@ def _transformed(name):
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-@given(batch=hnp.arrays(np.float64, (3, 6), elements=st.floats(-5, 5) | st.sampled_from([0.0, 1.0])))
+@given(batch=hnp.arrays(np.float64, (3, 5), elements=st.floats(-5, 5) | st.sampled_from([0.0, 1.0])))
 def test_jit_vmap_and_batched_axes_agree_with_a_loop(case, batch):
     value_vmap, weights_vmap = _transformed(case.name)
     loop = np.array([float(case.value(row, **case.hyper)) for row in batch])
@@ -205,12 +205,13 @@ def test_float32_without_x64(case):
 @pytest.mark.parametrize(
     "losses",
     [
-        [1e30, -1e30, 0.0, 5.0],
-        [-1e30, -1e30, -1e30],
-        [2.5, 2.5, 2.5, 2.5],
+        # One length but for the single example: each length compiles its own programs.
+        [1e30, -1e30, 0.0, 5.0, -3.0],
+        [-1e30, -1e30, -1e30, -1e30, -1e30],
+        [2.5, 2.5, 2.5, 2.5, 2.5],
         [7.0],
         [0.0, 0.0, 1.0, 1.0, 1.0],
-        [1e-30, 2e-30, 0.0],
+        [1e-30, 2e-30, 0.0, 3e-30, 1e-30],
     ],
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -246,16 +247,6 @@ def test_all_masked_gives_zero(case):
     np.testing.assert_array_equal(case.weights(losses, **case.hyper, where=where), [[0, 0], [1, 0]])
     grad = jax.grad(lambda x: case.value(x, **case.hyper, where=where).sum())(losses)
     np.testing.assert_array_equal(grad, [[0, 0], [1, 0]])
-
-
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_sharded_input_matches_unsharded(case):
-    devices = np.array(jax.devices())
-    mesh = jax.sharding.Mesh(devices, ("data",))
-    spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
-    losses = np.random.default_rng(1).normal(size=(3, 8 * len(devices)))
-    sharded = jax.device_put(losses, spec)
-    np.testing.assert_allclose(case.value(sharded, **case.hyper), case.value(losses, **case.hyper), rtol=1e-12)
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
