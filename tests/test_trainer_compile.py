@@ -134,6 +134,36 @@ def test_refitting_the_same_trainer_neither_traces_nor_compiles_again(monkeypatc
     assert _count(names, "robustlearn") == 0, names
 
 
+def test_refitting_reuses_the_traced_shapes_but_checks_every_call_s_labels():
+    # fit traces the model and the loss for shapes and metric names once per signature of the
+    # data; another call with new values of the same signature traces nothing, but the label
+    # values are still checked, and a new signature (here: no val) is traced again.
+    traced = []
+
+    def loss(outputs, y):
+        traced.append(outputs.shape)
+        return CE(outputs, y)
+
+    trainer = rl.train.Trainer(MLP(nnx.Rngs(0)), loss, objectives.erm(), optax.adam(0.05), batch_size=32, verbose=False)
+    trainer.fit(_data(), _data(1, 40), epochs=1)
+    assert traced
+    traced.clear()
+    trainer.fit(_data(2), _data(3, 40), epochs=1)
+    assert traced == []
+    assert set(trainer.history.rows[-1]) >= {"train_objective", "val_loss", "val_accuracy"}
+    bad = _data(4)
+    bad["y"][5] = 2  # a class the 2-output model does not have
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        trainer.fit(bad, epochs=1)
+    bad_val = _data(5, 40)
+    bad_val["y"][0] = -1
+    with pytest.raises(ValueError, match=r"val\['y'\]"):
+        trainer.fit(_data(), bad_val, epochs=1)
+    trainer.fit(_data(), epochs=1)  # no val: other metric names
+    assert not any(k.startswith("val_") for k in trainer.history.rows[-1])
+    assert traced  # a new signature is traced
+
+
 def test_programs_differing_in_one_entry_of_a_large_constant_do_not_share_an_executable():
     compile_cache.clear()
     big = np.zeros(1_000_000, np.float32)

@@ -71,6 +71,15 @@ class _Prepared(NamedTuple):
     val_names: tuple[str, ...]
 
 
+class _Shapes(NamedTuple):
+    """What ``fit`` derives from shapes alone (cached per signature, see ``Trainer._shapes``)."""
+
+    out: tuple[int, ...]
+    val_out: tuple[int, ...] | None
+    train_names: tuple[str, ...]
+    val_names: tuple[str, ...]
+
+
 def _check_seed(seed) -> tuple[int, bool]:
     if seed is None:
         return secrets.randbelow(2**31), True
@@ -295,6 +304,10 @@ class Trainer:
 
         return robustlearn_eval
 
+    def _owners(self) -> tuple:
+        """The parts whose identity keys the cached programs and shapes (a new part drops them)."""
+        return (self.objective, self.optimizer, self.loss, self._model, self.mesh)
+
     def _executable(self, kind: str, make: Callable, *args):
         """The compiled ``kind`` program for ``args`` (traced again only when something changed)."""
         leaves = jax.tree.leaves(args)
@@ -302,7 +315,7 @@ class Trainer:
             jax.tree.structure(args),
             tuple((jnp.shape(x), jnp.result_type(x), getattr(x, "sharding", None)) for x in leaves),
         )
-        owners = (self.objective, self.optimizer, self.loss, self._model, self.mesh)
+        owners = self._owners()
         key = (kind, tuple(id(o) for o in owners), signature)
         hit = self._compiled.get(key)
         if hit is None:
@@ -365,15 +378,55 @@ class Trainer:
                     )
                 check_groups(val, num_groups, "val")
         plan = None if defer_plan else self._plan(train["x"].shape[0])
-        # Shapes only (no compilation): the loss must give one value per example.
+        check_labels(train["y"], (), self.loss, "train")  # the label dtype against the loss, before tracing it
         k = min(train["x"].shape[0], 2)
+        shapes = self._shapes(train, val, k, num_groups, val_objective)
+        # The label values against the outputs: every call (the shapes above are cached).
+        classifier = check_labels(train["y"], shapes.out, self.loss, "train")
+        if val is not None:
+            check_labels(val["y"], shapes.val_out, self.loss, "val")
+        return _Prepared(
+            train, val, epochs, plan, classifier, num_groups, val_objective, shapes.train_names, shapes.val_names
+        )
+
+    def _shapes(self, train, val, k, num_groups, val_objective) -> _Shapes:
+        """Output shapes and metric names of ``fit(train, val)``: traced (``jax.eval_shape`` of
+        the model, the loss, the objective and the evaluation, ~20 ms) once per signature of
+        the data, the parameters and the trainer's parts, then cached like the programs."""
+        params, mstate = self.init_params, self._model.state
+        owners = self._owners()
+
+        def signature(tree):
+            leaves, treedef = jax.tree.flatten(tree)
+            return treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves)
+
+        rows = lambda data: {key: v[:1] for key, v in data.items()}  # noqa: E731 (per-row shapes and dtypes)
+        key = (
+            "shapes",
+            tuple(id(o) for o in owners),
+            signature(rows(train)),
+            k,
+            None if val is None else signature(rows(val)),
+            num_groups,
+            val_objective,
+            signature((params, mstate)),
+        )
+        hit = self._compiled.get(key)
+        if hit is None:
+            hit = (owners, self._trace_shapes(train, val, k, num_groups, val_objective))
+            self._compiled = {c: v for c, v in self._compiled.items() if c[1] == key[1]}  # drop stale entries
+            self._compiled[key] = hit
+        return hit[1]
+
+    def _trace_shapes(self, train, val, k, num_groups, val_objective) -> _Shapes:
+        objective = self.objective
+        # Shapes only (no compilation): the loss must give one value per example.
         sample = self._first(train, k)
         params, mstate = self.init_params, self._model.state
 
         def forward(p, x):
             return self._model.eval_apply(p, mstate, x)
 
-        check_labels(train["y"], (), self.loss, "train")  # the label dtype against the loss, before tracing it
         try:
             out = jax.eval_shape(forward, params, sample["x"])
             losses = jax.eval_shape(self.loss, out, sample["y"])
@@ -383,6 +436,7 @@ class Trainer:
         if losses.shape != (k,):
             raise ValueError(f"`loss(outputs, y)` must return one loss per example, shape (n,); got {losses.shape}.")
         classifier = check_labels(train["y"], out.shape, self.loss, "train")
+        val_out = None
         if val is not None:
             val_out = jax.eval_shape(
                 lambda p, x: self._model.eval_apply(p, mstate, x), params, self._first(val, 1)["x"]
@@ -397,15 +451,13 @@ class Trainer:
         train_names = [f"train_{m}" for m in _ordered(train_metrics, ("objective", "mean_loss"), ())]
         val_names = []
         if val is not None:
-            prep = _Prepared(train, val, epochs, plan, classifier, num_groups, val_objective, (), ())
+            prep = _Prepared(train, val, 1, None, classifier, num_groups, val_objective, (), ())  # what eval reads
             val_metrics = jax.eval_shape(
                 self._make_eval(prep), params, mstate, obj_state, self._first(val, 2), jax.random.PRNGKey(0)
             )
             last = ("accuracy", "worst_group_loss", "worst_group_accuracy")
             val_names = [f"val_{m}" for m in _ordered(val_metrics, ("loss", "objective"), last)]
-        return _Prepared(
-            train, val, epochs, plan, classifier, num_groups, val_objective, tuple(train_names), tuple(val_names)
-        )
+        return _Shapes(out.shape, None if val_out is None else val_out.shape, tuple(train_names), tuple(val_names))
 
     def metric_names(self, train, val=None) -> list[str]:
         """The metric names that ``fit(train, val)`` records (valid ``monitor`` values)."""
