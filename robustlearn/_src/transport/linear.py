@@ -68,7 +68,8 @@ def dual_norm(theta: ArrayLike, norm: str | float) -> jax.Array:
 
     computed in the scaled form on the right, so that it neither overflows nor underflows
     for any finite ``theta`` and any ``p`` (as ``p -> 1``, ``q -> inf`` and the value
-    tends to ``m``). The gradient at ``theta = 0`` is 0 (a subgradient).
+    tends to ``m``). The gradient at ``theta = 0`` is 0 (a subgradient). Subnormal entries
+    (below ``finfo(dtype).tiny``) count as 0: XLA on CPU flushes them to zero.
 
     Args:
         theta: weights, shape ``(d,)``.
