@@ -27,20 +27,20 @@ def xla_has_the_flag() -> bool:
     return tuple(int(part) for part in version("jaxlib").split(".")[:2]) < (0, 11)
 
 
+def fast_compile() -> bool:
+    """Whether the suite compiles with FAST_COMPILE_FLAGS (this XLA has them, not turned off)."""
+    return os.environ.get(DEFAULT_CODEGEN_ENV) != "1" and xla_has_the_flag()
+
+
 def subprocess_xla_flags(*flags: str) -> str:
     """``XLA_FLAGS`` for a test's subprocess: ``flags`` plus the suite's fast-compile flag
-    (when this XLA has it and the suite uses it). Subprocesses that compare results with
-    each other or with this process compile with the same generator as the suite."""
-    fast = os.environ.get(DEFAULT_CODEGEN_ENV) != "1" and xla_has_the_flag()
-    return " ".join([*flags, *([FAST_COMPILE_FLAGS] if fast else [])])
+    (when the suite uses it). Subprocesses that compare results with each other or with this
+    process compile with the same generator as the suite."""
+    return " ".join([*flags, *([FAST_COMPILE_FLAGS] if fast_compile() else [])])
 
 
 # Before JAX creates its CPU backend (it reads XLA_FLAGS once, at the first computation).
-if (
-    os.environ.get(DEFAULT_CODEGEN_ENV) != "1"
-    and xla_has_the_flag()
-    and FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", "")
-):
+if fast_compile() and FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE_FLAGS).strip()
 
 import jax  # noqa: E402

@@ -158,13 +158,13 @@ def main(argv=None) -> str:
         parser.error(f"--paths: unknown {unknown}; choose from {', '.join(ALL_PATHS)}")
     sections = [machine_line() + "\n" + _device_line()]
     print(sections[0] + "\n", flush=True)
+    parts = {
+        "p3": lambda: p3_tables(args.quick, args.min_n, args.max_n, paths),
+        "p2": lambda: p2_tables(args.quick, paths),
+        "slope": lambda: slope_tables(args.quick),
+    }
     for part in [p.strip() for p in args.parts.split(",") if p.strip()]:
         start = time.perf_counter()
-        parts = {
-            "p3": lambda: p3_tables(args.quick, args.min_n, args.max_n, paths),
-            "p2": lambda: p2_tables(args.quick, paths),
-            "slope": lambda: slope_tables(args.quick),
-        }
         texts = parts[part]()
         texts[-1] += f"\n\n({part} ran in {time.perf_counter() - start:.0f} s)"
         for text in texts:

@@ -80,6 +80,12 @@ class _Shapes(NamedTuple):
     val_names: tuple[str, ...]
 
 
+def _signature(tree) -> tuple:
+    """The structure of ``tree`` and each leaf's shape, dtype and sharding: what tracing sees."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((jnp.shape(x), jnp.result_type(x), getattr(x, "sharding", None)) for x in leaves)
+
+
 def _check_seed(seed) -> tuple[int, bool]:
     if seed is None:
         return secrets.randbelow(2**31), True
@@ -304,25 +310,21 @@ class Trainer:
 
         return robustlearn_eval
 
-    def _owners(self) -> tuple:
-        """The parts whose identity keys the cached programs and shapes (a new part drops them)."""
-        return (self.objective, self.optimizer, self.loss, self._model, self.mesh)
-
-    def _executable(self, kind: str, make: Callable, *args):
-        """The compiled ``kind`` program for ``args`` (traced again only when something changed)."""
-        leaves = jax.tree.leaves(args)
-        signature = (
-            jax.tree.structure(args),
-            tuple((jnp.shape(x), jnp.result_type(x), getattr(x, "sharding", None)) for x in leaves),
-        )
-        owners = self._owners()
+    def _cached(self, kind: str, signature, make: Callable):
+        """``make()`` once per ``kind``, ``signature`` and identity of the trainer's parts
+        (objective, optimizer, loss, model, mesh); a new part drops every cached entry."""
+        owners = (self.objective, self.optimizer, self.loss, self._model, self.mesh)
         key = (kind, tuple(id(o) for o in owners), signature)
         hit = self._compiled.get(key)
         if hit is None:
-            hit = (owners, compile_cache.compiled(make(), *args))
-            self._compiled = {k: v for k, v in self._compiled.items() if k[1] == key[1]}  # drop stale programs
+            hit = (owners, make())  # the owners are kept alive: their ids cannot be reused
+            self._compiled = {k: v for k, v in self._compiled.items() if k[1] == key[1]}  # drop stale entries
             self._compiled[key] = hit
         return hit[1]
+
+    def _executable(self, kind: str, make: Callable, *args):
+        """The compiled ``kind`` program for ``args`` (traced again only when something changed)."""
+        return self._cached(kind, _signature(args), lambda: compile_cache.compiled(make(), *args))
 
     # ------------------------------------------------------------------ preparation
 
@@ -393,30 +395,16 @@ class Trainer:
         """Output shapes and metric names of ``fit(train, val)``: traced (``jax.eval_shape`` of
         the model, the loss, the objective and the evaluation, ~20 ms) once per signature of
         the data, the parameters and the trainer's parts, then cached like the programs."""
-        params, mstate = self.init_params, self._model.state
-        owners = self._owners()
-
-        def signature(tree):
-            leaves, treedef = jax.tree.flatten(tree)
-            return treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves)
-
         rows = lambda data: {key: v[:1] for key, v in data.items()}  # noqa: E731 (per-row shapes and dtypes)
-        key = (
-            "shapes",
-            tuple(id(o) for o in owners),
-            signature(rows(train)),
+        signature = (
+            _signature(rows(train)),
             k,
-            None if val is None else signature(rows(val)),
+            None if val is None else _signature(rows(val)),
             num_groups,
             val_objective,
-            signature((params, mstate)),
+            _signature((self.init_params, self._model.state)),
         )
-        hit = self._compiled.get(key)
-        if hit is None:
-            hit = (owners, self._trace_shapes(train, val, k, num_groups, val_objective))
-            self._compiled = {c: v for c, v in self._compiled.items() if c[1] == key[1]}  # drop stale entries
-            self._compiled[key] = hit
-        return hit[1]
+        return self._cached("shapes", signature, lambda: self._trace_shapes(train, val, k, num_groups, val_objective))
 
     def _trace_shapes(self, train, val, k, num_groups, val_objective) -> _Shapes:
         objective = self.objective
