@@ -83,7 +83,11 @@ def test_regressor_matches_ridge_on_diabetes(target_scale):
     alpha = 0.1
     ridge = Ridge(alpha=alpha).fit(x[train], y[train])
     ours = RobustRegressor("erm", l2=alpha / 350).fit(x[train], y[train])
-    np.testing.assert_allclose(ours.coef_, ridge.coef_, rtol=1e-6)
+    # Relative to the norm: the solver stops on the gradient's norm, which bounds the
+    # error of the coefficient vector, not of each entry (coef_[0] is 1e-3 of the largest;
+    # on an AMD EPYC its entrywise error was 4e-6, the vector's 4e-8).
+    error = np.linalg.norm(ours.coef_ - ridge.coef_) / np.linalg.norm(ridge.coef_)
+    assert error <= 1e-6, error
     r2_ridge, r2_ours = ridge.score(x[test], y[test]), ours.score(x[test], y[test])
     assert abs(r2_ours - r2_ridge) <= 0.01 * abs(r2_ridge)
     # A robust objective on the same data: R^2 within 1% of Ridge's too (its own optimum).
