@@ -93,6 +93,11 @@ def _is_ml_dtype(dtype) -> bool:
 INTEGER_LABEL_LOSSES = ("softmax_cross_entropy_with_integer_labels",)
 
 
+def is_classifier(y: np.ndarray, out_shape: tuple[int, ...]) -> bool:
+    """A classifier: integer labels and 2-D outputs ``(n, classes)`` (dtype and shapes only)."""
+    return bool(np.issubdtype(y.dtype, np.integer)) and len(out_shape) == 2
+
+
 def check_labels(y: np.ndarray, out_shape: tuple[int, ...], loss, name: str) -> bool:
     """Checks the labels against the loss and the model's output; returns "is a classifier".
 
@@ -106,7 +111,7 @@ def check_labels(y: np.ndarray, out_shape: tuple[int, ...], loss, name: str) -> 
             f"`{name}['y']` holds labels of dtype {y.dtype}, but the loss `{loss_name}` needs integer class ids; "
             f"convert them (e.g. `y.astype(np.int32)`) or use a loss for real-valued targets."
         )
-    classifier = integer and len(out_shape) == 2
+    classifier = is_classifier(y, out_shape)
     if classifier:
         num_classes = out_shape[-1]
         lo, hi = int(y.min()), int(y.max())

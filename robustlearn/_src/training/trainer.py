@@ -33,7 +33,14 @@ from robustlearn._src.training import checkpoint as _ckpt
 from robustlearn._src.training import compile_cache
 from robustlearn._src.training import distributed as _dist
 from robustlearn._src.training.callbacks import Callback, Checkpointer, EarlyStopping, ProgressBar, call, sort_callbacks
-from robustlearn._src.training.data import as_dataset, batch_plan, check_groups, check_labels, positive_int
+from robustlearn._src.training.data import (
+    as_dataset,
+    batch_plan,
+    check_groups,
+    check_labels,
+    is_classifier,
+    positive_int,
+)
 from robustlearn._src.training.metrics import History, evaluation_metrics, to_python
 from robustlearn._src.training.model import _MODEL_STREAM, Model
 
@@ -380,7 +387,10 @@ class Trainer:
                     )
                 check_groups(val, num_groups, "val")
         plan = None if defer_plan else self._plan(train["x"].shape[0])
-        check_labels(train["y"], (), self.loss, "train")  # the label dtype against the loss, before tracing it
+        # The label dtypes against the loss, before tracing it (values: below, on every call).
+        check_labels(train["y"], (), self.loss, "train")
+        if val is not None:
+            check_labels(val["y"], (), self.loss, "val")
         k = min(train["x"].shape[0], 2)
         shapes = self._shapes(train, val, k, num_groups, val_objective)
         # The label values against the outputs: every call (the shapes above are cached).
@@ -423,13 +433,13 @@ class Trainer:
             raise
         if losses.shape != (k,):
             raise ValueError(f"`loss(outputs, y)` must return one loss per example, shape (n,); got {losses.shape}.")
-        classifier = check_labels(train["y"], out.shape, self.loss, "train")
+        # Label values are checked by the caller on every call, not here (this is cached).
+        classifier = is_classifier(train["y"], out.shape)
         val_out = None
         if val is not None:
             val_out = jax.eval_shape(
                 lambda p, x: self._model.eval_apply(p, mstate, x), params, self._first(val, 1)["x"]
             )
-            check_labels(val["y"], val_out.shape, self.loss, "val")
         # Metric names (shapes only).
         batch = dict(sample, mask=jnp.ones(k, bool))
         obj_state = jax.eval_shape(objective.init, jax.random.PRNGKey(0))
