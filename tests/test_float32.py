@@ -11,6 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import robustlearn as rl
 from robustlearn._src.reductions import engine, kernels
@@ -161,15 +164,17 @@ def _check_extreme(name, hyper, losses, weights, expected, extra):
     assert abs(value - want) <= TOL32 * scale + extra * scale + 1e-37, (value, want)
 
 
-TAIL_TABLE = [row for row in TABLE if row[1] in ("cvar", "tv")]
+# Reductions that sort a short vector on the loop-free path: CVaR and TV for the value-at-risk,
+# the chi-square ball and penalty for the active set.
+SORTING = ("cvar", "tv", "chi_square", "chi_square_penalty")
+SORTED_TABLE = [row for row in TABLE if row[1] in SORTING]
 
 
 @pytest.mark.parametrize(
     ("name", "hyper", "losses", "weights", "expected", "extra"),
-    [pytest.param(*row[1:], id=row[0]) for row in TAIL_TABLE],
+    [pytest.param(*row[1:], id=row[0]) for row in SORTED_TABLE],
 )
-def test_extreme_inputs_on_the_sorted_tail_path(name, hyper, losses, weights, expected, extra):
-    # CVaR and TV on the loop-free path find the value-at-risk of a short vector by a sort.
+def test_extreme_inputs_on_the_sorted_path(name, hyper, losses, weights, expected, extra):
     with engine.force_loop_free(True):
         _check_extreme(name, hyper, losses, weights, expected, extra)
 
@@ -271,12 +276,13 @@ def test_loop_free_path_matches_the_reference(case):
     _check_path(case, (), True)
 
 
-TAIL_CASES = [c for c in PATH_CASES if c.name in ("cvar", "tv")]
+SORTED_CASES = [c for c in PATH_CASES if c.name in SORTING]
 
 
-@pytest.mark.parametrize("case", TAIL_CASES, ids=[c.name for c in TAIL_CASES])
-def test_counting_tail_on_the_loop_free_path_matches_the_reference(case):
-    # Vectors longer than engine.SORT_MAX count instead of sorting (a 600-example vector here).
+@pytest.mark.parametrize("case", SORTED_CASES, ids=[c.name for c in SORTED_CASES])
+def test_unsorted_loop_free_path_matches_the_reference(case):
+    # Vectors longer than engine.SORT_MAX count (CVaR, TV) or run the unrolled Newton steps
+    # (chi-square) instead of sorting (a 600-example vector here).
     _check_path(case, (), True, sort_max=0)
 
 
@@ -297,7 +303,7 @@ def test_unweighted_paths_match_the_reference(case):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", PATH_CASES, ids=PATH_IDS)
 def test_subsample_started_loop_free_path_matches_the_reference(case):
-    # CVaR and TV: the 64-example subsample sorts, the 600-example vector counts.
+    # The 64-example subsample sorts (CVaR, TV), the 600-example vector does not.
     _check_path(case, (16, 64), True, sort_max=100)
 
 
@@ -335,3 +341,31 @@ def test_subsample_start_when_the_subsample_misses_the_maximum():
     # A 512-example subsample's root is within a few percent of the full one (0.06 here);
     # the stalled start was 15.6 away.
     assert np.isfinite(start) and abs(start - root) <= 0.15, (start, root)
+
+
+ACTIVE_SET_CASES = [c for c in PATH_CASES if c.name in ("chi_square", "chi_square_penalty")]
+
+
+@pytest.mark.parametrize("case", ACTIVE_SET_CASES, ids=[c.name for c in ACTIVE_SET_CASES])
+@settings(max_examples=60, deadline=None)
+@given(
+    losses=hnp.arrays(np.float64, 8, elements=st.sampled_from([-1.0, 0.0, 0.5, 0.5001, 2.0]) | st.floats(-3, 3)),
+    weights=hnp.arrays(np.float64, 8, elements=st.sampled_from([0.0, 1.0]) | st.floats(0, 2)),
+    log_knob=st.floats(-4, 3),
+)
+def test_sorted_active_set_matches_the_reference(case, losses, weights, log_knob):
+    # The chi-square ball and penalty on the loop-free path choose their active set from one
+    # sort (the first group of equal losses whose next loss is inactive), then solve it by
+    # exact passes: ties at the boundary, zero weights, all or only the top group active.
+    assume(weights.max() > 0)
+    hyper = dict(case.hyper, **{case.knob: 10.0**log_knob})
+    p = ref.nominal(len(losses), weights)
+    with engine.force_loop_free(True):
+        value, q = jax.value_and_grad(lambda x: case.value(x, **hyper, weights=weights))(jnp.asarray(losses))
+    value, q = float(value), np.asarray(q)
+    expected = ref.value(case.name, losses, p, hyper)
+    # The scipy reference is good to about 1e-12 absolute (losses of 1e-182 are the extreme table's job).
+    scale = max(float(np.abs(losses).max()), 1e-5)
+    assert abs(value - expected) <= 1e-7 * scale, (value, expected)
+    assert np.all(q >= 0) and abs(q.sum() - 1) <= 1e-9 and np.all(q[p == 0] == 0)
+    assert abs(float(q @ losses) - ref.penalty(case.name, q, p, hyper) - value) <= 1e-9 * scale

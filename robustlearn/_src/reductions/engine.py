@@ -48,8 +48,9 @@ SUBSAMPLE = SUBSAMPLE_LEVELS[0]
 # Steps unrolled by the loop-free path before its single fallback ``lax.cond``.
 UNROLLED_STEPS = 6
 
-# On the loop-free path, CVaR and TV find the value-at-risk of a vector of at most this many
-# examples by one sort (one kernel on an accelerator) instead of counting passes.
+# On the loop-free path, CVaR and TV find the value-at-risk, and the chi-square ball and
+# penalty their active set, of a vector of at most this many examples by one sort (one kernel
+# on an accelerator) instead of counting passes or Newton steps.
 SORT_MAX = 65536
 
 # Settings forced by the context managers below (None: automatic); part of the compile key.
@@ -63,7 +64,8 @@ class Path(NamedTuple):
     Attributes:
         unroll: steps of the loop-free path (0: loops).
         levels: strided subsample sizes that start a full-data solve.
-        sort_max: on the loop-free path, the longest vector whose tail (CVaR, TV) is found by a sort.
+        sort_max: on the loop-free path, the longest vector whose tail (CVaR, TV) or active set
+            (chi-square) is found by a sort.
     """
 
     unroll: int
@@ -114,7 +116,7 @@ def subsample_levels(levels: tuple[int, ...]):
 
 
 def sort_limit(n: int):
-    """Context manager setting :data:`SORT_MAX` (0: CVaR and TV count on every vector).
+    """Context manager setting :data:`SORT_MAX` (0: no reduction sorts; CVaR and TV count, chi-square iterates).
 
     Tests and benchmarks use it to reach both variants of the loop-free path; part of the
     compilation cache key like :func:`force_loop_free`.
@@ -167,7 +169,8 @@ class Data:
 
     @property
     def sorts(self) -> bool:
-        """Whether tails (CVaR, TV) are found by a sort: the loop-free path on a short vector."""
+        """Whether tails (CVaR, TV) and active sets (chi-square) are found by a sort: the loop-free
+        path on a short vector."""
         return bool(self.unroll) and self.n <= self.sort_max
 
     @property

@@ -13,7 +13,9 @@ is written ``ceil(max(y, 0))`` (exactly 0 or 1 for ``y`` in ``[-1, 1]``), and no
 one-dimensional duals start from the solution on a strided subsample
 (:data:`~robustlearn._src.reductions.engine.SUBSAMPLE` examples) and need two or three
 Newton evaluations on the full vector; CVaR and TV find the value-at-risk by a few
-counting passes from a subsample bracket.
+counting passes from a subsample bracket. On the loop-free path (accelerators), a
+minibatch-sized vector is sorted once instead: CVaR and TV read the value-at-risk, the
+:math:`\chi^2` ball and penalty their active set, from the sorted losses.
 
 Float32 accuracy model: every formula is written so that rounding errors are relative to
 the loss range, not to a quantity that cancels: ``expm1``/``log1p`` wherever a tilt is
@@ -527,6 +529,85 @@ class CressieReadKernel:
 # -------------------------------------------------------------------------- chi-square
 
 
+# --------------------------------------------------------- active sets by a sort
+
+
+def _sorted_moments(d):
+    r"""The losses in descending order and the moments of each top set, for choosing an active set.
+
+    With :math:`y_{(1)} \ge y_{(2)} \ge \dots` the losses (``scale * l``) in descending order and
+    :math:`T_k` the top :math:`k` examples: their mass :math:`P_k = \sum_{j \le k} p_{(j)}`,
+    the mass outside :math:`Q_k = 1 - P_k`, and the mean :math:`m_k` and variance
+    :math:`v_k` of :math:`z` under :math:`p` restricted to :math:`T_k`; ``nxt[k]`` is the next
+    :math:`z` below (:math:`-\infty` after the last) and ``end[k]`` whether :math:`k` ends a
+    group of equal losses (only such :math:`T_k` are candidate active sets). One sort and
+    cumulative sums: on an accelerator a few kernels for a minibatch. Cumulative sums lose
+    precision (a variance from :math:`E z^2 - m^2`); they only choose the active set, and
+    :func:`_active_moments` recomputes what the answer uses by exact passes.
+
+    Returns:
+        ``(ys, nxt, end, P, Q, m, v)``, each of shape ``(n,)``.
+    """
+    n = d.n
+    y = d.losses * d.scale
+    if d.weighted:
+        neg, p = jax.lax.sort((-y, d.p), num_keys=1)
+    else:
+        neg, p = jnp.sort(-y), None
+    ys = -neg
+    zs = (ys - d.Ms) / d.R
+    if p is None:
+        k = jnp.arange(1, n + 1, dtype=d.dtype)
+        P, Q = k * d.p, (n - k) * d.p
+        m, e2 = jnp.cumsum(zs) / k, jnp.cumsum(zs * zs) / k
+    else:
+        P = jnp.cumsum(p)
+        Q = 1 - P
+        safe = jnp.where(P > 0, P, 1)
+        m, e2 = jnp.cumsum(p * zs) / safe, jnp.cumsum(p * zs * zs) / safe
+    v = jnp.maximum(e2 - m * m, 0)
+    nxt = jnp.concatenate([zs[1:], jnp.full((1,), -jnp.inf, d.dtype)])
+    end = jnp.concatenate([ys[1:] < ys[:-1], jnp.ones((1,), bool)])
+    return ys, nxt, end, P, Q, m, v
+
+
+def _first_active_set(ys, end, contains_root):
+    r"""The smallest loss of the first top set whose next loss below is left of the root.
+
+    ``contains_root[k]``: the root of the dual lies at or above the next :math:`z` below
+    :math:`T_k`, i.e. every example outside :math:`T_k` is inactive. The condition is
+    monotone in :math:`k` (false, then true), so the first group end where it holds is the
+    active set; if rounding makes it hold nowhere, every example is active.
+    """
+    n = ys.shape[0]
+    k = jnp.min(jnp.where(end & contains_root, jnp.arange(n), n - 1))
+    return ys[k]
+
+
+def _active(d, tau, salt):
+    r"""The indicator of the active set :math:`\{y \ge \tau\}` as a fresh expression (see :meth:`Data.fresh`)."""
+    zero = (salt - salt) * (next(_engine._SALTS) % 2**20 + 1)
+    return jnp.where(d.losses * d.scale >= tau, 1 + zero, zero)
+
+
+def _active_moments(d, tau):
+    r"""``(P, Q, m, v)`` of the active set :math:`A = \{y \ge \tau\}`, by two exact passes.
+
+    :math:`P = E_p 1_A` (1 where ``A`` has no mass, which no caller's set lacks),
+    :math:`Q = E_p 1_{A^c}` (exactly 0 when every example is active), and the mean
+    :math:`m` and centred variance :math:`v` of :math:`z` under :math:`p` restricted to
+    :math:`A`.
+    """
+    z, s = d.fresh(tau)
+    a = _active(d, tau, tau)
+    P, Q, S = d.E(a), d.E(s(1.0) - a), d.E(z * a)
+    P = jnp.where(P > 0, P, 1)
+    m = S / P
+    z, s = d.fresh(m)
+    v = d.E(_active(d, tau, m) * jnp.square(z - s(m))) / P
+    return P, Q, m, v
+
+
 class ChiSquareKernel:
     r"""Worst case over a :math:`\chi^2` ball (Cressie--Read with :math:`k = 2`, :math:`a = 1`).
 
@@ -538,6 +619,19 @@ class ChiSquareKernel:
     shift :math:`\eta \to -\infty` there). Otherwise Newton on :math:`G(t)` of
     :class:`CressieReadKernel` with :math:`x^a = (1 + zt)_+` (no transcendental): two
     passes per evaluation, two more for the derivative.
+
+    On the loop-free path a vector of at most
+    :data:`~robustlearn._src.reductions.engine.SORT_MAX` examples is solved without
+    iterating. The optimum is :math:`q = p\,(z - \eta)_+ / E_p(z - \eta)_+`, and on an
+    active set :math:`A = \{z > \eta\}` of mass :math:`P` (mass :math:`Q = 1 - P` outside)
+    where :math:`z` has mean :math:`m` and variance :math:`v`, the constraint gives
+    :math:`m - \eta = \sqrt{v/(cP - 1)}` with :math:`c = 1 + 2\rho`, so
+    :math:`V_z = m + \sqrt{v\,(cP - 1)}` and :math:`q = (p/P)\,(1 + (z - m)\sqrt{(cP -
+    1)/v})_+` on :math:`A`. One sort gives these moments for every top set
+    (:func:`_sorted_moments`); the active set is the first whose :math:`\eta` is at or above
+    the next loss below (:func:`_first_active_set`), and two exact passes recompute
+    :math:`P, Q, m, v` on it. :math:`cP - 1` is formed as :math:`2\rho P - Q`, so every
+    radius down to 0 (all active: the closed form above) keeps its precision.
     """
 
     needs_stats = True
@@ -592,7 +686,31 @@ class ChiSquareKernel:
 
         return start
 
+    @staticmethod
+    def _gap(rho, P, Q):
+        # c P - 1 with c = 1 + 2 rho, written so that it is exactly 2 rho P when Q = 0.
+        return 2 * rho * P - Q
+
+    def _solve_sorted(self, d, rho):
+        ys, nxt, end, P, Q, m, v = _sorted_moments(d)
+        gap = self._gap(rho, P, Q)
+        eta = m - jnp.sqrt(v / jnp.where(gap > 0, gap, 1))
+        tau = _first_active_set(ys, end, (gap > 0) & (eta >= nxt))
+        P, Q, m, v = _active_moments(d, tau)
+        gap = jnp.maximum(self._gap(rho, P, Q), 0)
+        vz = m + jnp.where(v > 0, jnp.sqrt(v) * jnp.sqrt(gap), 0)
+        r = jnp.where(v > 0, jnp.minimum(jnp.sqrt(gap) / jnp.sqrt(jnp.where(v > 0, v, 1)), jnp.finfo(d.dtype).max), 0)
+        return d.value(vz), (tau, P, m, r)
+
+    def _weights_sorted(self, d, aux):
+        tau, P, m, r = aux
+        z = d.z()
+        q = d.p * _active(d, tau, r) * jnp.maximum(1 + (z - m) * r, 0) / P
+        return _renormalized(jnp.broadcast_to(q, d.shape))
+
     def solve(self, d, rho):
+        if d.sorts:
+            return self._solve_sorted(d, rho)
         mu, var = _mean_var(d)
         sigma = jnp.sqrt(var)
         r2 = jnp.sqrt(2 * rho)
@@ -624,6 +742,8 @@ class ChiSquareKernel:
         return d.value(vz), (closed, mu, sigma, sol)
 
     def weights(self, d, aux, rho):
+        if d.sorts:
+            return self._weights_sorted(d, aux)
         closed, mu, sigma, sol = aux
         z = d.z()
 
@@ -656,6 +776,12 @@ class ChiSquarePenaltyKernel:
     active set is right (one pass per evaluation, one more, a count, for the derivative).
     With :math:`S_j = E_p (z - c)_+^j`, :math:`q = p(z - c)_+/S_1` and the value is
     :math:`c + S_2/S_1 - \lambda_z (S_2/S_1^2 - 1)/2`.
+
+    On the loop-free path a vector of at most
+    :data:`~robustlearn._src.reductions.engine.SORT_MAX` examples takes its active set
+    :math:`A = \{z > c\}` from one sort, as :class:`ChiSquareKernel` does: with :math:`P,
+    Q, m, v` as there, :math:`c = m - \lambda_z/P`, and the value is :math:`m + Pv/(2
+    \lambda_z) - \lambda_z Q/(2P)` (:math:`\mu + \sigma^2/(2\lambda_z)` when all are active).
     """
 
     needs_stats = True
@@ -684,8 +810,19 @@ class ChiSquarePenaltyKernel:
         root = _newton(d, evaluate, derivative, c0, lo, hi)
         return root.x, root.extras
 
+    def _solve_sorted(self, d, lam_z):
+        ys, nxt, end, P, _, m, _ = _sorted_moments(d)
+        c = m - lam_z / jnp.where(P > 0, P, 1)
+        tau = _first_active_set(ys, end, c >= nxt)
+        P, Q, m, v = _active_moments(d, tau)
+        # On the active set S_1 = lam_z and S_2 = P v + lam_z^2 / P.
+        vz = m + P * v / (2 * lam_z) - (lam_z / 2) * (Q / P)
+        return d.value(vz), (tau, P, m)
+
     def solve(self, d, lam):
         lam_z = self._lam_z(d, lam)
+        if d.sorts:
+            return self._solve_sorted(d, lam_z)
         mu, var = _mean_var(d)
         closed = lam_z >= 1 + mu
 
@@ -709,9 +846,14 @@ class ChiSquarePenaltyKernel:
         return d.value(vz), aux
 
     def weights(self, d, aux, lam):
-        closed, c_or_mu, s1 = aux
         lam_z = self._lam_z(d, lam)
         z = d.z()
+        if d.sorts:
+            # q = p (z - c)_+ / lam_z with c = m - lam_z / P, on the active set.
+            tau, P, m = aux
+            q = d.p * _active(d, tau, m) * jnp.maximum(1 + (z - m) * (P / lam_z), 0) / P
+            return _renormalized(jnp.broadcast_to(q, d.shape))
+        closed, c_or_mu, s1 = aux
 
         def linear(_):
             return d.p * (1 + (z - c_or_mu) / lam_z)
