@@ -484,6 +484,7 @@ class CressieReadKernel:
         log_eps = jnp.log(d.eps)
         lo = 2 * log_eps - jnp.log1p(a)
         hi = -2 * log_eps
+
         def noise(log_t, nb):
             n, b = nb[0], nb[1]
             return _rounding(d, lc, jnp.log(n), a * jnp.log1p(jnp.exp(log_t) * b / n))
