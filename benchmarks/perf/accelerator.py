@@ -13,10 +13,8 @@ process, then P2's hand-written baselines on the default path, then (``slope``) 
 time as the slope between epochs of two lengths, free of each ``fit`` call's fixed cost.
 Each table says which path it ran. The path ``counting`` is the loop-free path without its
 sort: CVaR and TV then find the value-at-risk of every vector by counting passes, as they
-do on the loop-free path above ``engine.SORT_MAX`` examples, the chi-square ball and
-penalty run Newton steps, and every Newton solve (KL, Cressie--Read, chi-square) starts
-from its analytic point instead of the grid (``engine.START_GRID``); ``sorting`` sorts every
-vector.
+do on the loop-free path above ``engine.SORT_MAX`` examples, and the chi-square ball and
+penalty run their unrolled Newton steps; ``sorting`` sorts every vector.
 """
 
 from __future__ import annotations

@@ -53,14 +53,8 @@ UNROLLED_STEPS = 6
 # on an accelerator) instead of counting passes or Newton steps.
 SORT_MAX = 65536
 
-# On the loop-free path, the Newton solves of a vector of at most SORT_MAX examples start from
-# two grids of this many points, each evaluated in one batched pass (rootfind.grid_start).
-START_GRID = 32
-# Newton steps unrolled after such a start (two reached float precision on every test vector).
-GRID_UNROLLED_STEPS = 3
-
 # Settings forced by the context managers below (None: automatic); part of the compile key.
-_FORCED: dict = {"loop_free": None, "levels": None, "sort_max": None, "grid": None}
+_FORCED: dict = {"loop_free": None, "levels": None, "sort_max": None}
 _SALTS = itertools.count(1)
 
 
@@ -72,14 +66,11 @@ class Path(NamedTuple):
         levels: strided subsample sizes that start a full-data solve.
         sort_max: on the loop-free path, the longest vector whose tail (CVaR, TV) or active set
             (chi-square) is found by a sort.
-        grid: on the loop-free path, the points of each starting grid of a Newton solve on a
-            vector of at most ``sort_max`` examples (0: the analytic start).
     """
 
     unroll: int
     levels: tuple[int, ...]
     sort_max: int
-    grid: int
 
 
 @contextlib.contextmanager
@@ -112,8 +103,7 @@ def _path() -> Path:
     if levels is None:
         levels = () if free else SUBSAMPLE_LEVELS
     sort_max = SORT_MAX if _FORCED["sort_max"] is None else _FORCED["sort_max"]
-    grid = START_GRID if _FORCED["grid"] is None else _FORCED["grid"]
-    return Path(UNROLLED_STEPS if free else 0, levels, sort_max, grid if free else 0)
+    return Path(UNROLLED_STEPS if free else 0, levels, sort_max)
 
 
 def subsample_levels(levels: tuple[int, ...]):
@@ -132,14 +122,6 @@ def sort_limit(n: int):
     compilation cache key like :func:`force_loop_free`.
     """
     return _forcing("sort_max", int(n))
-
-
-def start_grid(points: int):
-    """Context manager setting :data:`START_GRID` (0: Newton starts from the analytic point).
-
-    Benchmarks use it to measure the grid; part of the compilation cache key.
-    """
-    return _forcing("grid", int(points))
 
 
 def force_loop_free(flag: bool | None):
@@ -167,15 +149,13 @@ class Data:
         ok: finite losses on a non-empty support.
         unroll: steps of the loop-free path (0: loops).
         sort_max: on the loop-free path, the longest vector whose tail is found by a sort.
-        grid: points of each starting grid of a Newton solve (loop-free path, short vectors).
     """
 
-    def __init__(self, losses, p, weighted, n, M, m, scale, R, ok, unroll, levels=(), sort_max=0, grid=0):
+    def __init__(self, losses, p, weighted, n, M, m, scale, R, ok, unroll, levels=(), sort_max=0):
         self.losses, self.p, self.weighted, self.n = losses, p, weighted, n
         self.M, self.m, self.scale, self.R, self.ok, self.unroll = M, m, scale, R, ok, unroll
         self.levels = levels
         self.sort_max = sort_max
-        self.grid = grid
         self.fallback = True  # False on subsamples: a loop-free start needs no loop behind it
         self.Ms = M * scale
 
@@ -253,7 +233,7 @@ class Data:
             p = jnp.where(mass > 0, p / jnp.where(mass > 0, mass, 1), 1.0 / count)
         else:
             p = jnp.asarray(1.0 / count, self.dtype)
-        args = (self.M, self.m, self.scale, self.R, self.ok, self.unroll, self.levels, self.sort_max, self.grid)
+        args = (self.M, self.m, self.scale, self.R, self.ok, self.unroll, self.levels, self.sort_max)
         sub = Data(losses, p, self.weighted, count, *args)
         sub.fallback = False
         return sub
@@ -269,7 +249,7 @@ def _max_min(x):
     )
 
 
-def _data(losses, w, unroll, levels=(), sort_max=0, grid=0):
+def _data(losses, w, unroll, levels=(), sort_max=0):
     """The :class:`Data` of one 1-D problem and the flags ``(finite, empty)``."""
     n = losses.shape[0]
     dtype = losses.dtype
@@ -305,7 +285,7 @@ def _data(losses, w, unroll, levels=(), sort_max=0, grid=0):
     scale = scale.astype(dtype)
     R = M * scale - m * scale
     R = jnp.where(R > 0, R, 1)
-    return Data(losses, p, w is not None, n, M, m, scale, R, ok, unroll, levels, sort_max, grid), finite, empty
+    return Data(losses, p, w is not None, n, M, m, scale, R, ok, unroll, levels, sort_max), finite, empty
 
 
 class LegacyKernel:
@@ -480,7 +460,6 @@ def run(kernel: Kernel, losses, hyper, *, weights, where, axis, want_weights: bo
 __all__ = [
     "SUBSAMPLE",
     "SORT_MAX",
-    "START_GRID",
     "SUBSAMPLE_LEVELS",
     "Data",
     "Kernel",
@@ -490,6 +469,5 @@ __all__ = [
     "loop_free",
     "run",
     "sort_limit",
-    "start_grid",
     "subsample_levels",
 ]

@@ -92,9 +92,6 @@ def _mean_var(d):
 def _newton(d, evaluate, derivative, x0, lo, hi, trust=True, noise=None):
     """:func:`newton` to float precision with the options of ``d`` (loop-free path, fallback)."""
     options = {"ok": d.ok, "trust": trust, "unrolled": d.unroll, "fallback": d.fallback, "noise": noise}
-    if d.sorts and d.grid:  # a minibatch on the loop-free path: a grid of points costs one batched pass
-        options["grid"] = d.grid
-        options["unrolled"] = min(d.unroll, _engine.GRID_UNROLLED_STEPS)
     return newton(evaluate, derivative, x0, lo, hi, tol=_tol(d.dtype), **options)
 
 

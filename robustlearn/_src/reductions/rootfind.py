@@ -119,40 +119,6 @@ class Root(NamedTuple):
         return use, jnp.clip(theta, 0.0, 1.0)
 
 
-def grid_start(evaluate, lo, hi, points: int, levels: int = 2):
-    """A narrower bracket and a start inside it, from ``levels`` grids of ``points`` points each.
-
-    Each grid splits ``[lo, hi]`` evenly and evaluates ``f`` at every point at once (one
-    batched evaluation: on an accelerator a single kernel for a minibatch); the bracket
-    shrinks to the last point with ``f <= 0`` and the first with ``f > 0`` (a grid whose
-    signs are out of order, by rounding near the root, leaves it as it was, and a NaN
-    moves neither end). The start is the secant point between the two ends. Two grids of
-    32 points bring a bracket of width 64 to about 0.06, from which Newton needs two or
-    three steps instead of the analytic start's six or more.
-
-    Returns:
-        ``(lo, hi, x0)``, scalars.
-    """
-    dtype = jnp.result_type(lo)
-    frac = jnp.arange(1, points + 1, dtype=dtype) / (points + 1)
-    f_lo = jnp.asarray(-jnp.inf, dtype)
-    f_hi = jnp.asarray(jnp.inf, dtype)
-    for _ in range(levels):
-        xs = lo + (hi - lo) * frac
-        fs = jax.vmap(lambda x: evaluate(x)[0])(xs)
-        below, above = fs <= 0, fs > 0
-        new_lo = jnp.max(jnp.where(below, xs, lo))
-        new_hi = jnp.min(jnp.where(above, xs, hi))
-        keep = new_lo < new_hi
-        f_lo = jnp.where(keep & (new_lo > lo), jnp.max(jnp.where(below, fs, -jnp.inf)), f_lo)
-        f_hi = jnp.where(keep & (new_hi < hi), jnp.min(jnp.where(above, fs, jnp.inf)), f_hi)
-        lo, hi = jnp.where(keep, new_lo, lo), jnp.where(keep, new_hi, hi)
-    known = jnp.isfinite(f_lo) & jnp.isfinite(f_hi) & (f_hi > f_lo)
-    secant = lo + (hi - lo) * (-f_lo / jnp.where(known, f_hi - f_lo, 1))
-    x0 = jnp.where(known, jnp.clip(secant, lo, hi), 0.5 * (lo + hi))
-    return lo, hi, x0
-
-
 def newton(
     evaluate,
     derivative,
@@ -166,7 +132,6 @@ def newton(
     max_iter: int = 100,
     unrolled: int = 0,
     fallback=True,
-    grid: int = 0,
     noise=None,
 ):
     """Root of a non-decreasing scalar function by safeguarded Newton, from a starting point.
@@ -203,14 +168,11 @@ def newton(
     one whose rounding (a few ``eps``) exceeds ``tol * |df|`` near the root: without this,
     the last steps bisect the rounding band until the bracket closes.
 
-    ``ok=False`` (a reduction with no valid input) stops at once. ``grid > 0`` (loop-free
-    path only) replaces ``x0`` and narrows ``[lo, hi]`` by :func:`grid_start` first.
+    ``ok=False`` (a reduction with no valid input) stops at once.
 
     Returns:
         A :class:`Root`.
     """
-    if unrolled and grid:
-        lo, hi, x0 = grid_start(evaluate, lo, hi, grid)
     x0 = jnp.clip(x0, lo, hi)
     f0, ex0 = evaluate(x0)
     df0 = derivative(x0, ex0)
