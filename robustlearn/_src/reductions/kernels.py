@@ -604,8 +604,21 @@ def _active(d, tau, salt):
     return jnp.where(d.losses * d.scale >= tau, 1 + zero, zero)
 
 
+def _deviation(d, z, m):
+    """``z - m``, with differences within the rounding of ``z`` (4 eps; ``z`` in ``[-1, 0]``) set to 0.
+
+    The active-set weights are ``1 + (z - m) r``, and ``r`` may be huge when the active set
+    is nearly one value (weights of 1e-38 on the others). Passes of different fusions round
+    ``z`` differently (XLA may divide by multiplying by the reciprocal in one and not the
+    other), and a rounding of eps times ``r`` would clip the weights of that value to 0.
+    Treating such differences as 0 changes a weight by at most the error it had anyway.
+    """
+    dz = z - m
+    return jnp.where(jnp.abs(dz) <= 4 * d.eps, 0, dz)
+
+
 def _active_moments(d, tau):
-    r"""``(P, Q, m, v)`` of the active set :math:`A = \{y \ge \tau\}`, by two exact passes.
+    r"""``(P, Q, m, v)`` of the active set :math:`A = \{y \ge \tau\}`, by exact passes (two rounds).
 
     :math:`P = E_p 1_A` (1 where ``A`` has no mass, which no caller's set lacks),
     :math:`Q = E_p 1_{A^c}` (exactly 0 when every example is active), and the mean
@@ -617,9 +630,14 @@ def _active_moments(d, tau):
     P, Q, S = d.E(a), d.E(s(1.0) - a), d.E(z * a)
     P = jnp.where(P > 0, P, 1)
     m = S / P
+    # The corrected two-pass form: the second pass also sums z - m, which holds the rounding
+    # of m (relative to |m|). The weights use z - m, so a mean off by an ulp of 1 would swamp
+    # a spread of 1e-109 (a weight of 1e-217 on the largest loss).
     z, s = d.fresh(m)
-    v = d.E(_active(d, tau, m) * jnp.square(z - s(m))) / P
-    return P, Q, m, v
+    c = d.E(_active(d, tau, m) * (z - s(m))) / P
+    z, s = d.fresh(m)
+    v = d.E(_active(d, tau, m) * jnp.square(z - s(m)))
+    return P, Q, m + c, jnp.maximum(v / P - c * c, 0)
 
 
 class ChiSquareKernel:
@@ -723,7 +741,7 @@ class ChiSquareKernel:
     def _weights_sorted(self, d, aux):
         tau, P, m, r = aux
         z = d.z()
-        q = d.p * _active(d, tau, r) * jnp.maximum(1 + (z - m) * r, 0) / P
+        q = d.p * _active(d, tau, r) * jnp.maximum(1 + _deviation(d, z, m) * r, 0) / P
         return _renormalized(jnp.broadcast_to(q, d.shape))
 
     def solve(self, d, rho):
@@ -869,7 +887,7 @@ class ChiSquarePenaltyKernel:
         if d.sorts:
             # q = p (z - c)_+ / lam_z with c = m - lam_z / P, on the active set.
             tau, P, m = aux
-            q = d.p * _active(d, tau, m) * jnp.maximum(1 + (z - m) * (P / lam_z), 0) / P
+            q = d.p * _active(d, tau, m) * jnp.maximum(1 + _deviation(d, z, m) * (P / lam_z), 0) / P
             return _renormalized(jnp.broadcast_to(q, d.shape))
         closed, c_or_mu, s1 = aux
 
