@@ -380,3 +380,28 @@ def test_sorted_active_set_matches_the_reference(case, losses, weights, log_knob
     assert abs(value - expected) <= 1e-7 * scale, (value, expected)
     assert np.all(q >= 0) and abs(q.sum() - 1) <= 1e-9 and np.all(q[p == 0] == 0)
     assert abs(float(q @ losses) - ref.penalty(case.name, q, p, hyper) - value) <= 1e-9 * scale
+
+
+# A weight of 1 beside weights of 1e-213 or 1e-38: the spread of z under p is below the rounding
+# of z, so the closed-form weights' slope sqrt(2 rho) / sigma is 1e16 or more. A rounding of the
+# heavy example's z - mu once made its term negative, and the renormalization flipped every
+# sign (hypothesis, on the CPU's default path).
+TINY_BESIDE_ONE = [
+    ([-1.0] * 7 + [0.5001], [1.0] + [1.63858622e-213] * 7),
+    ([-1.0, -1.0, -1.0, -1.0, -1.40625, -1.0, -1.0, -1.0], [8.22659265e-130, 0, 0, 0, 1.0, 0, 0, 0]),
+    ([-1.0] * 7 + [1.5], [1.0] + [1.17549435e-38] * 7),
+]
+
+
+@pytest.mark.parametrize("loop_free", [False, True], ids=["loops", "loop-free"])
+@pytest.mark.parametrize(("losses", "weights"), TINY_BESIDE_ONE, ids=["1e-213", "1e-130", "1e-38"])
+def test_chi_square_weights_stay_a_distribution_beside_tiny_weights(losses, weights, loop_free):
+    losses, weights = np.array(losses), np.array(weights)
+    p = ref.nominal(len(losses), weights)
+    with engine.force_loop_free(loop_free):
+        value, q = jax.value_and_grad(lambda x: rl.chi_square(x, 1.0, weights=weights))(jnp.asarray(losses))
+    value, q = float(value), np.asarray(q)
+    assert np.all(q >= 0) and abs(q.sum() - 1) <= 1e-12 and np.all(q[p == 0] == 0)
+    # No weight is clipped: the closed form (the scipy reference resolves these only to ~4e-9).
+    assert abs(value - _closed_chi_square(1.0)(losses, p)) <= 1e-12
+    assert abs(float(q @ losses) - value) <= 1e-9

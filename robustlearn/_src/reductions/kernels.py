@@ -283,9 +283,29 @@ def _expansion(d, rho):
 
 
 def _linear_weights(d, rho, mu, sigma):
-    """:math:`q = p(1 + \\sqrt{2\\rho}(z - \\mu)/\\sigma)`, the weights of the expansion (its gradient)."""
+    """:math:`q = p(1 + \\sqrt{2\\rho}(z - \\mu)/\\sigma)`, the weights of the expansion (its gradient).
+
+    Nonnegative where they apply; with a weight of 1 beside weights of 1e-213, ``sigma`` is at
+    the rounding of ``z`` and a rounding of ``z - mu`` once made the heavy example's term
+    negative, and the renormalization flipped every sign. Deviations within the rounding of
+    ``z`` count as 0 (:func:`_deviation`) and a negative term as 0.
+    """
     safe = jnp.where(sigma > 0, sigma, 1)
-    return _renormalized(jnp.broadcast_to(d.p * (1 + jnp.sqrt(2 * rho) * (d.z() - mu) / safe), d.shape))
+    term = jnp.maximum(1 + jnp.sqrt(2 * rho) * _deviation(d, d.z(), mu) / safe, 0)
+    return _renormalized(jnp.broadcast_to(d.p * term, d.shape))
+
+
+def _deviation(d, z, m):
+    """``z - m``, with differences within the rounding of ``z`` (4 eps; ``z`` in ``[-1, 0]``) set to 0.
+
+    The active-set weights are ``1 + (z - m) r``, and ``r`` may be huge when the active set
+    is nearly one value (weights of 1e-38 on the others). Passes of different fusions round
+    ``z`` differently (XLA may divide by multiplying by the reciprocal in one and not the
+    other), and a rounding of eps times ``r`` would clip the weights of that value to 0.
+    Treating such differences as 0 changes a weight by at most the error it had anyway.
+    """
+    dz = z - m
+    return jnp.where(jnp.abs(dz) <= 4 * d.eps, 0, dz)
 
 
 class KlKernel:
@@ -602,19 +622,6 @@ def _active(d, tau, salt):
     r"""The indicator of the active set :math:`\{y \ge \tau\}` as a fresh expression (see :meth:`Data.fresh`)."""
     zero = (salt - salt) * (next(_engine._SALTS) % 2**20 + 1)
     return jnp.where(d.losses * d.scale >= tau, 1 + zero, zero)
-
-
-def _deviation(d, z, m):
-    """``z - m``, with differences within the rounding of ``z`` (4 eps; ``z`` in ``[-1, 0]``) set to 0.
-
-    The active-set weights are ``1 + (z - m) r``, and ``r`` may be huge when the active set
-    is nearly one value (weights of 1e-38 on the others). Passes of different fusions round
-    ``z`` differently (XLA may divide by multiplying by the reciprocal in one and not the
-    other), and a rounding of eps times ``r`` would clip the weights of that value to 0.
-    Treating such differences as 0 changes a weight by at most the error it had anyway.
-    """
-    dz = z - m
-    return jnp.where(jnp.abs(dz) <= 4 * d.eps, 0, dz)
 
 
 def _active_moments(d, tau):
