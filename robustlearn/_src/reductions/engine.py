@@ -134,6 +134,14 @@ def force_loop_free(flag: bool | None):
     return _forcing("loop_free", flag)
 
 
+def fresh_zero(v):
+    """A zero that makes a pass distinct (:meth:`Data.fresh`): ``(v - v) * k``, ``k`` a new integer.
+
+    Floats do not simplify ``v - v`` (NaN), so XLA neither shares nor hoists what it salts.
+    """
+    return (v - v) * (next(_SALTS) % 2**20 + 1)
+
+
 class Data:
     """One 1-D reduction problem as the kernels see it.
 
@@ -195,8 +203,7 @@ class Data:
         XLA also shares (and stores) the broadcast of a scalar used by two passes, so every
         scalar that enters a pass's elementwise work goes through ``s``.
         """
-        v = self.R if salt is None else salt
-        zero = (v - v) * (next(_SALTS) % 2**20 + 1)
+        zero = fresh_zero(self.R if salt is None else salt)
         z = (self.losses * (self.scale + zero) - (self.Ms + zero)) / (self.R + zero)
         return z, lambda x: x + zero
 
@@ -466,6 +473,7 @@ __all__ = [
     "Path",
     "as_kernel",
     "force_loop_free",
+    "fresh_zero",
     "loop_free",
     "run",
     "sort_limit",

@@ -620,7 +620,7 @@ def _first_active_set(ys, end, contains_root):
 
 def _active(d, tau, salt):
     r"""The indicator of the active set :math:`\{y \ge \tau\}` as a fresh expression (see :meth:`Data.fresh`)."""
-    zero = (salt - salt) * (next(_engine._SALTS) % 2**20 + 1)
+    zero = _engine.fresh_zero(salt)
     return jnp.where(d.losses * d.scale >= tau, 1 + zero, zero)
 
 
@@ -948,7 +948,7 @@ def _below(x):
 
 def _signed(d, sign, salt):
     """``(y, s)``: ``y = sign * scale * l`` as a fresh expression and its salt (see :meth:`Data.fresh`)."""
-    zero = (salt - salt) * (next(_engine._SALTS) % 2**20 + 1)
+    zero = _engine.fresh_zero(salt)
     return sign * d.losses * (d.scale + zero), lambda x: x + zero
 
 
@@ -1174,7 +1174,7 @@ class TvKernel:
         lo, hi, c_lo, c_hi, s_lo, s_hi = _tail(d, -1, alpha, lo0, hi0)
         cvar_y, theta = _tail_value(alpha, lo, hi, c_lo, c_hi, s_lo, s_hi)
         vz = mu + rho * (d.Ms + cvar_y) / d.R
-        zero = (lo - lo) * (next(_engine._SALTS) % 2**20 + 1)
+        zero = _engine.fresh_zero(lo)
         top = d.E(_gt(d.losses * (d.scale + zero), _below(d.Ms) + zero))  # mass at the maximum
         return d.value(vz), (lo, hi, theta, top)
 
