@@ -52,6 +52,16 @@ def _closed_chi_square(radius):
     return expected
 
 
+def _closed_chi_square_penalty(lam):
+    # No weight clipped (checked): mean + variance / (2 lam), exactly.
+    def expected(losses, p):
+        mu = p @ losses
+        assert np.all(1 + (losses[p > 0] - mu) / lam >= 0)
+        return float(mu + p @ (losses - mu) ** 2 / (2 * lam))
+
+    return expected
+
+
 def row(label, name, hyper, losses=U, weights=None, expected=None, extra=0.0):
     """(id, reduction, hyperparameters, losses, weights, expected(losses64, p), extra tolerance).
 
@@ -383,25 +393,34 @@ def test_sorted_active_set_matches_the_reference(case, losses, weights, log_knob
 
 
 # A weight of 1 beside weights of 1e-213 or 1e-38: the spread of z under p is below the rounding
-# of z, so the closed-form weights' slope sqrt(2 rho) / sigma is 1e16 or more. A rounding of the
-# heavy example's z - mu once made its term negative, and the renormalization flipped every
-# sign (hypothesis, on the CPU's default path).
+# of z, so the closed forms' slopes (sqrt(2 rho) / sigma, 1 / lam) are 1e16 or more. A rounding of
+# the heavy example's z - mu once made its term negative and the renormalization flipped every
+# sign (chi-square), and a variance polluted by that rounding gave the maximum loss as the value
+# (penalty with lam = 1e-35: 1.5 instead of -0.9963) (hypothesis, on the CPU's default path).
 TINY_BESIDE_ONE = [
     ([-1.0] * 7 + [0.5001], [1.0] + [1.63858622e-213] * 7),
     ([-1.0, -1.0, -1.0, -1.0, -1.40625, -1.0, -1.0, -1.0], [8.22659265e-130, 0, 0, 0, 1.0, 0, 0, 0]),
     ([-1.0] * 7 + [1.5], [1.0] + [1.17549435e-38] * 7),
 ]
+# (name, hyperparameters, closed form, |q @ l - penalty - value| bound). The penalty's weights
+# need z - mu to 1e-38 for a slope 1 / lam of 1e35; a mean of -1 + 3e-38 is not a float, so
+# the weights are off by 3e-8 in q @ l (the value itself is exact).
+CLOSED_FORMS = [
+    ("chi_square", {"radius": 1.0}, _closed_chi_square(1.0), 1e-9),
+    ("chi_square_penalty", {"lam": 1e-35}, _closed_chi_square_penalty(1e-35), 1e-7),
+]
 
 
 @pytest.mark.parametrize("loop_free", [False, True], ids=["loops", "loop-free"])
 @pytest.mark.parametrize(("losses", "weights"), TINY_BESIDE_ONE, ids=["1e-213", "1e-130", "1e-38"])
-def test_chi_square_weights_stay_a_distribution_beside_tiny_weights(losses, weights, loop_free):
+@pytest.mark.parametrize(("name", "hyper", "closed", "primal_tol"), CLOSED_FORMS, ids=[c[0] for c in CLOSED_FORMS])
+def test_closed_forms_beside_tiny_weights(name, hyper, closed, primal_tol, losses, weights, loop_free):
     losses, weights = np.array(losses), np.array(weights)
     p = ref.nominal(len(losses), weights)
     with engine.force_loop_free(loop_free):
-        value, q = jax.value_and_grad(lambda x: rl.chi_square(x, 1.0, weights=weights))(jnp.asarray(losses))
+        value, q = jax.value_and_grad(lambda x: getattr(rl, name)(x, **hyper, weights=weights))(jnp.asarray(losses))
     value, q = float(value), np.asarray(q)
     assert np.all(q >= 0) and abs(q.sum() - 1) <= 1e-12 and np.all(q[p == 0] == 0)
     # No weight is clipped: the closed form (the scipy reference resolves these only to ~4e-9).
-    assert abs(value - _closed_chi_square(1.0)(losses, p)) <= 1e-12
-    assert abs(float(q @ losses) - value) <= 1e-9
+    assert abs(value - closed(losses, p)) <= 1e-12
+    assert abs(float(q @ losses) - ref.penalty(name, q, p, hyper) - value) <= primal_tol

@@ -81,12 +81,30 @@ def _branch(d, pred, if_true, if_false, *args):
     return jax.lax.cond(pred, if_true, if_false, *args)
 
 
+def _centred(d, m, mass=1, active=None):
+    """The mean and variance of ``z`` about a first mean ``m``, by the corrected two-pass form.
+
+    Under ``p`` restricted by ``active(salt)`` (an indicator; all examples by default) of
+    total ``mass``. The second round sums ``z - m`` beside its square: that sum holds the
+    rounding of ``m`` (relative to ``|m|``) and of ``z`` in the first pass (XLA may round
+    ``z`` differently in another fusion), so neither counts as spread. With a weight of 1
+    beside weights of 1e-38 the spread is below that rounding: the plain centred form gave a
+    variance of 1e-32 instead of 1e-38, and the closed forms built on it the maximum loss.
+    """
+
+    def sums(f):
+        z, s = d.fresh(m)
+        dz = z - s(m)
+        return d.E(f(dz) if active is None else active(m) * f(dz)) / mass
+
+    c = sums(lambda dz: dz)
+    v = sums(jnp.square)
+    return m + c, jnp.maximum(v - c * c, 0)
+
+
 def _mean_var(d):
-    """``E_p z`` and ``Var_p z`` by two passes (the centred form: no cancellation)."""
-    mu = d.E(d.z())
-    z, s = d.fresh(mu)
-    var = d.E(jnp.square(z - s(mu)))
-    return mu, var
+    """``E_p z`` and ``Var_p z``: one pass for the mean, then :func:`_centred`."""
+    return _centred(d, d.E(d.z()))
 
 
 def _newton(d, evaluate, derivative, x0, lo, hi, trust=True, noise=None):
@@ -636,15 +654,10 @@ def _active_moments(d, tau):
     a = _active(d, tau, tau)
     P, Q, S = d.E(a), d.E(s(1.0) - a), d.E(z * a)
     P = jnp.where(P > 0, P, 1)
-    m = S / P
-    # The corrected two-pass form: the second pass also sums z - m, which holds the rounding
-    # of m (relative to |m|). The weights use z - m, so a mean off by an ulp of 1 would swamp
-    # a spread of 1e-109 (a weight of 1e-217 on the largest loss).
-    z, s = d.fresh(m)
-    c = d.E(_active(d, tau, m) * (z - s(m))) / P
-    z, s = d.fresh(m)
-    v = d.E(_active(d, tau, m) * jnp.square(z - s(m)))
-    return P, Q, m + c, jnp.maximum(v / P - c * c, 0)
+    # The weights use z - m: a mean off by an ulp of 1 would swamp a spread of 1e-109 (a
+    # weight of 1e-217 on the largest loss), hence the corrected form.
+    m, v = _centred(d, S / P, P, lambda salt: _active(d, tau, salt))
+    return P, Q, m, v
 
 
 class ChiSquareKernel:
@@ -899,7 +912,9 @@ class ChiSquarePenaltyKernel:
         closed, c_or_mu, s1 = aux
 
         def linear(_):
-            return d.p * (1 + (z - c_or_mu) / lam_z)
+            # As in _linear_weights: a slope 1/lam_z of 1e36 amplifies the rounding of z - mu.
+            term = jnp.maximum(1 + _deviation(d, z, c_or_mu) / lam_z, 0)
+            return _renormalized(jnp.broadcast_to(d.p * term, d.shape))
 
         def clipped(_):
             return _renormalized(jnp.broadcast_to(d.p * jnp.maximum(z - c_or_mu, 0) / s1, d.shape))
