@@ -424,3 +424,22 @@ def test_closed_forms_beside_tiny_weights(name, hyper, closed, primal_tol, losse
     # No weight is clipped: the closed form (the scipy reference resolves these only to ~4e-9).
     assert abs(value - closed(losses, p)) <= 1e-12
     assert abs(float(q @ losses) - ref.penalty(name, q, p, hyper) - value) <= primal_tol
+
+
+def test_kl_weights_give_the_value_in_float32():
+    # A Newton stop that accepted |f| within 16 eps of f's terms (tried, reverted) left KL's
+    # weights 9e-6 off the value here, over the float32 bound of tests/test_reference.py
+    # (8e-6); bisecting the rounding band to a closed bracket gives 7e-8 (CI found it).
+    losses = np.array([0.0, -2.0, 0.0, 1.0, -2.0, -2.0, -2.0, -2.0], np.float32)
+    weights = np.array([1, 3, 2, 0.125, 2, 3, 0, 0], np.float32)
+    radius = float(np.float32(0.001))
+    with jax.enable_x64(False):
+        value, q = jax.value_and_grad(lambda x: rl.kl(x, radius, weights=weights))(jnp.asarray(losses))
+    q = np.asarray(q, np.float64)
+    q = q / q.sum()
+    l64 = losses.astype(np.float64)
+    assert (
+        abs(float(value) - ref.value("kl", l64, ref.nominal(8, weights.astype(np.float64)), {"radius": radius}))
+        <= TOL32 * 2
+    )
+    assert abs(float(q @ l64) - float(value)) <= TOL32 * 2 * (1 + np.sqrt(2 * radius))

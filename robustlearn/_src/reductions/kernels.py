@@ -107,15 +107,10 @@ def _mean_var(d):
     return _centred(d, d.E(d.z()))
 
 
-def _newton(d, evaluate, derivative, x0, lo, hi, trust=True, noise=None):
+def _newton(d, evaluate, derivative, x0, lo, hi, trust=True):
     """:func:`newton` to float precision with the options of ``d`` (loop-free path, fallback)."""
-    options = {"ok": d.ok, "trust": trust, "unrolled": d.unroll, "fallback": d.fallback, "noise": noise}
+    options = {"ok": d.ok, "trust": trust, "unrolled": d.unroll, "fallback": d.fallback}
     return newton(evaluate, derivative, x0, lo, hi, tol=_tol(d.dtype), **options)
-
-
-def _rounding(d, *terms):
-    """A bound on the rounding error of a sum of ``terms`` computed from a few passes: 16 eps of their sizes."""
-    return 16 * d.eps * sum(jnp.abs(t) for t in terms)
 
 
 def _log_bracket(dtype):
@@ -369,12 +364,8 @@ class KlKernel:
             eq = b / a
             return beta * beta * jnp.maximum(c / a - eq * eq, 0)
 
-        def noise(u, ab):
-            a, b, log_a = ab
-            return _rounding(d, jnp.exp(u) * b / a, log_a, rho)
-
         lo, hi = _log_bracket(d.dtype)
-        return _newton(d, evaluate, derivative, u0, lo, hi, noise=noise)
+        return _newton(d, evaluate, derivative, u0, lo, hi)
 
     @staticmethod
     def _analytic(rho):
@@ -519,13 +510,8 @@ class CressieReadKernel:
         log_eps = jnp.log(d.eps)
         lo = 2 * log_eps - jnp.log1p(a)
         hi = -2 * log_eps
-
-        def noise(log_t, nb):
-            n, b = nb[0], nb[1]
-            return _rounding(d, lc, jnp.log(n), a * jnp.log1p(jnp.exp(log_t) * b / n))
-
         # x^a has an unbounded slope at x = 0 when a < 1 (k > 2): no Newton-step stop there.
-        return _newton(d, evaluate, derivative, s0, lo, hi, trust=a >= 1, noise=noise)
+        return _newton(d, evaluate, derivative, s0, lo, hi, trust=a >= 1)
 
     @staticmethod
     def _analytic(rho, a):
@@ -723,12 +709,8 @@ class ChiSquareKernel:
             dr = r + t * b_s / n - t * b * n_s / (n * n)
             return -(n_s / n - dr / (1 + r))
 
-        def noise(log_t, nb):
-            n, b = nb[0], nb[1]
-            return _rounding(d, lc, jnp.log(n), jnp.log1p(jnp.exp(log_t) * b / n))
-
         lo, hi = _log_bracket(d.dtype)
-        return _newton(d, evaluate, derivative, s0, lo, hi, noise=noise)
+        return _newton(d, evaluate, derivative, s0, lo, hi)
 
     @staticmethod
     def _analytic(rho):
@@ -863,7 +845,7 @@ class ChiSquarePenaltyKernel:
             return d.E(_step(z - s(c), s))
 
         lo, hi = -jnp.ones_like(c0), jnp.zeros_like(c0)
-        root = _newton(d, evaluate, derivative, c0, lo, hi, noise=lambda c, s1: _rounding(d, lam_z, s1))
+        root = _newton(d, evaluate, derivative, c0, lo, hi)
         return root.x, root.extras
 
     def _solve_sorted(self, d, lam_z):

@@ -120,19 +120,7 @@ class Root(NamedTuple):
 
 
 def newton(
-    evaluate,
-    derivative,
-    x0,
-    lo,
-    hi,
-    *,
-    tol,
-    ok=True,
-    trust=True,
-    max_iter: int = 100,
-    unrolled: int = 0,
-    fallback=True,
-    noise=None,
+    evaluate, derivative, x0, lo, hi, *, tol, ok=True, trust=True, max_iter: int = 100, unrolled: int = 0, fallback=True
 ):
     """Root of a non-decreasing scalar function by safeguarded Newton, from a starting point.
 
@@ -161,13 +149,6 @@ def newton(
     (a converged state stays put; the derivative is always computed), and the
     ``while_loop`` runs, behind one ``lax.cond``, only if they did not converge
     (``fallback=False``: never; for starting points, which the full solve verifies).
-    ``noise(x, extras)``, where given, bounds the rounding error of ``f`` at ``x``: a point
-    with ``|f| <= noise`` is a root to the precision ``f`` can be computed to (bisecting
-    further would follow the rounding), so it is accepted, as a step below the tolerance is
-    (only with ``trust``). In float32 the duals' ``f`` is a difference of terms of order
-    one whose rounding (a few ``eps``) exceeds ``tol * |df|`` near the root: without this,
-    the last steps bisect the rounding band until the bracket closes.
-
     ``ok=False`` (a reduction with no valid input) stops at once.
 
     Returns:
@@ -181,11 +162,6 @@ def newton(
 
     def tolerance(x):
         return tol * jnp.maximum(jnp.abs(x), 1.0)
-
-    def within_noise(x, f, ex):
-        if noise is None:
-            return jnp.zeros((), bool)
-        return trust & (jnp.abs(f) <= noise(x, ex))
 
     def converged(x, f, df, lo, hi):
         t = tolerance(x)
@@ -202,7 +178,7 @@ def newton(
             have_high | ~is_low,
         )
 
-    done0 = converged(x0, f0, df0, lo, hi) | within_noise(x0, f0, ex0) | ~jnp.asarray(ok)
+    done0 = converged(x0, f0, df0, lo, hi) | ~jnp.asarray(ok)
     point = (x0, f0, ex0)
     state = _NewtonState(
         lo, hi, x0, f0, df0, ex0, width, jnp.zeros((), jnp.int32), done0, point, point, f0 <= 0, f0 > 0
@@ -225,11 +201,7 @@ def newton(
         # there too would be retried at the same midpoint at every later step: stop.
         stuck = jnp.isnan(f) & jnp.isnan(s.f)
         cheap_done = (
-            (f == 0)
-            | (hi - lo <= t)
-            | stuck
-            | within_noise(x, f, ex)
-            | (small_step & jnp.isfinite(s.df) & (jnp.abs(f) <= t * jnp.abs(s.df)))
+            (f == 0) | (hi - lo <= t) | stuck | (small_step & jnp.isfinite(s.df) & (jnp.abs(f) <= t * jnp.abs(s.df)))
         )
         if always_derivative:
             df = derivative(x, ex)
