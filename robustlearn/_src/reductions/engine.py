@@ -8,7 +8,9 @@ on the standardized losses ``z = (l - M) / (M - m)`` (in ``[-1, 0]`` on the supp
 maximum exactly 0), formed inside each fused reduction, never stored: every pass over the
 data is one reduction that XLA fuses with its elementwise work. A kernel returns the value
 (from the sums of its last pass, no extra pass) and, only when a gradient or the weights
-are asked for, the worst-case weights ``q``.
+are asked for, the worst-case weights ``q``; a kernel with ``solve_with_weights`` returns
+both from shared elementwise work (the KL penalty: one exponential per example, as
+``jax.nn.logsumexp`` and its gradient).
 
 Float32 is what users run, so the engine takes care of what float32 cannot hold:
 
@@ -338,14 +340,20 @@ def _solve(kernel, path: Path, want_weights: bool, losses, w, *hyper):
         q = jnp.full(losses.shape, 1.0 / losses.shape[0], losses.dtype)
         return value, jnp.where(finite, q, jnp.nan)
     d, finite, empty = _data(losses, w, *path)
-    value, aux = kernel.solve(d, *hyper)
+    if want_weights and hasattr(kernel, "solve_with_weights"):
+        # Kernels whose value and weights share elementwise work (the KL penalty's exponentials).
+        value, q = kernel.solve_with_weights(d, *hyper)
+    else:
+        (value, aux), q = kernel.solve(d, *hyper), None
     # Every reduction lies between the smallest and largest loss; the clip only
     # removes rounding (all-equal losses then return that loss exactly).
     value = jnp.clip(value, d.m, d.M)
     value = jnp.where(empty, 0, jnp.where(finite, value, jnp.nan))
     if not want_weights:
         return value, None
-    q = kernel.weights(d, aux, *hyper).astype(losses.dtype)  # (a float64 hyperparameter must not promote q)
+    if q is None:
+        q = kernel.weights(d, aux, *hyper)
+    q = q.astype(losses.dtype)  # (a float64 hyperparameter must not promote q)
     q = jnp.broadcast_to(q, losses.shape)
     q = jnp.where(empty, 0, jnp.where(finite, q, jnp.nan))
     return value, q

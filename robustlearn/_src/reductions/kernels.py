@@ -167,17 +167,19 @@ def _tilt_sums(d, beta):
     of a few ulps, which ``1/beta`` shrinks.
     """
 
-    def small(beta):
-        z, s = d.fresh(beta)
-        sm1 = d.E(jnp.expm1(s(beta) * z))
-        return 1 + sm1, jnp.log1p(sm1)
-
     def large(beta):
         z, s = d.fresh(beta)
         a = d.E(jnp.exp(s(beta) * z))
         return a, jnp.log(a)
 
-    return _branch(d, beta <= 1, small, large, beta)
+    return _branch(d, beta <= 1, lambda beta: _tilt_by_expm1(d, beta), large, beta)
+
+
+def _tilt_by_expm1(d, beta):
+    """``(A, log A)`` of :func:`_tilt_sums` for ``beta <= 1``: ``1 + E expm1(beta z)``, ``log1p``."""
+    z, s = d.fresh(beta)
+    sm1 = d.E(jnp.expm1(s(beta) * z))
+    return 1 + sm1, jnp.log1p(sm1)
 
 
 class KlPenaltyKernel:
@@ -209,6 +211,22 @@ class KlPenaltyKernel:
 
     def weights(self, d, a, lam):
         return d.p * jnp.exp(self._beta(d, lam) * d.z()) / a
+
+    def solve_with_weights(self, d, lam):
+        """The value and the weights from one array of ``exp(beta z)``.
+
+        For ``beta > 1`` its mean is ``A`` and the weights are ``p exp(beta z) / A``: one
+        exponential per example for both (as ``jax.nn.logsumexp`` and its gradient), not one
+        in the value's pass and another in the weights'. For ``beta <= 1`` ``A`` comes
+        from the ``expm1`` pass of :func:`_tilt_sums`, as for the value alone.
+        """
+        beta = self._beta(d, lam)
+        e = jnp.exp(beta * d.z())
+        a_exp = d.E(e)
+
+        large = lambda _: (a_exp, jnp.log(a_exp))  # noqa: E731
+        a, log_a = _branch(d, beta <= 1, lambda beta: _tilt_by_expm1(d, beta), large, beta)
+        return d.value(log_a / beta), d.p * e / a
 
 
 # ------------------------------------------------------------------ subsample starts
