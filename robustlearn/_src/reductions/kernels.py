@@ -281,11 +281,18 @@ def _solution(root: Root, tol, dual, primal):
     return vz, (use, theta, (root.x, root.extras), (x_lo, e_lo), (x_hi, e_hi))
 
 
-def _mixed(sol, fn):
-    """``fn(x, extras)`` at the solution: the last point, or the mixture of the two sides."""
+def _mixed(d, sol, fn):
+    """``fn(x, extras)`` at the solution: the last point, or the mixture of the two sides.
+
+    By :func:`_branch`: the loops evaluate ``fn`` (a pass over the data) at the last point
+    or at the two sides, not at all three.
+    """
     use, theta, final, low, high = sol
-    mix = jax.tree.map(lambda a, b: (1 - theta) * a + theta * b, fn(*low), fn(*high))
-    return jax.tree.map(lambda a, b: jnp.where(use, a, b), mix, fn(*final))
+
+    def mix(_):
+        return jax.tree.map(lambda a, b: (1 - theta) * a + theta * b, fn(*low), fn(*high))
+
+    return _branch(d, use, mix, lambda _: fn(*final), None)
 
 
 # ------------------------------------------------------------------------------- KL
@@ -421,7 +428,7 @@ class KlKernel:
         z = d.z()
 
         def tilt(_):
-            return _mixed(sol, lambda u, ab: d.p * jnp.exp(jnp.exp(u) * z) / ab[0])
+            return _mixed(d, sol, lambda u, ab: d.p * jnp.exp(jnp.exp(u) * z) / ab[0])
 
         def linear(_):
             return _linear_weights(d, rho, mu, sigma)
@@ -573,7 +580,7 @@ class CressieReadKernel:
         z = d.z()
 
         def power(_):
-            q = _mixed(sol, lambda log_t, nb: d.p * jnp.exp(self._log_power(z, jnp.exp(log_t), a)) / nb[0])
+            q = _mixed(d, sol, lambda log_t, nb: d.p * jnp.exp(self._log_power(z, jnp.exp(log_t), a)) / nb[0])
             return _renormalized(jnp.broadcast_to(q, d.shape))
 
         def linear(_):
@@ -807,7 +814,7 @@ class ChiSquareKernel:
             return _linear_weights(d, rho, mu, sigma)
 
         def clipped(_):
-            q = _mixed(sol, lambda log_t, nb: d.p * jnp.maximum(1 + z * jnp.exp(log_t), 0) / nb[0])
+            q = _mixed(d, sol, lambda log_t, nb: d.p * jnp.maximum(1 + z * jnp.exp(log_t), 0) / nb[0])
             return _renormalized(jnp.broadcast_to(q, d.shape))
 
         return jnp.broadcast_to(_branch(d, closed, linear, clipped, None), d.shape)
