@@ -583,6 +583,14 @@ def _seconds(v: float) -> str:
     return f"{v:.0f} s" if v < 600 else f"{v / 60:.1f} min"
 
 
+def seeds_text(scenarios: Sequence[Mapping]) -> str:
+    """``"5 seeds"``, or ``"5–10 seeds (per scenario: see its table)"`` for merged pieces that differ."""
+    counts = sorted({len(o["seeds"]) for o in scenarios})
+    if len(counts) > 1:
+        return f"{counts[0]}–{counts[-1]} seeds (per scenario: see its table)"
+    return f"{counts[0] if counts else 0} seeds"
+
+
 def header_lines(data: dict) -> list[str]:
     quick = data["quick"]
     seeds = data["seeds"]
@@ -590,6 +598,7 @@ def header_lines(data: dict) -> list[str]:
     mlp = data["mlp"]
     k = {r["configurations"] for r in data["grids"] if r["method"] != RADIUS_METHOD}
     lines = [f"# Synthetic-to-real gap: {'quick' if quick else 'full'} run", ""]
+    n_seeds = seeds_text(data["scenarios"]) if data["scenarios"] else f"{len(seeds)} seeds"
     if quick or len(seeds) < 5:
         lines += [
             f"> **{len(seeds)} seeds cannot separate methods.** The 95% intervals below are wide (with 2 seeds the "
@@ -600,7 +609,7 @@ def header_lines(data: dict) -> list[str]:
             "",
         ]
     lines += [
-        f"Command: `{data['command']}`. {len(seeds)} seeds; learners: {', '.join(data['learners'])}; "
+        f"Command: `{data['command']}`. {n_seeds}; learners: {', '.join(data['learners'])}; "
         f"{'/'.join(str(x) for x in sorted(k))} configurations per method; {data['data_size']} data sizes; "
         f"{data['shapes']}. MLP: two hidden layers of {mlp['hidden']}, AdamW (learning rate "
         f"{mlp['learning_rate']:g}), minibatches of {mlp['batch_size']}, at most {mlp['max_epochs']} epochs, "
@@ -877,9 +886,9 @@ def _diff_plot(data: dict, learner: str, out_dir: str) -> str | None:
         ),  # fmt: skip
     ]
     fig.legend(handles=handles, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0), fontsize=9, frameon=False)
-    n = len(data["seeds"])
+    n = seeds_text(data["scenarios"]).removesuffix(" (per scenario: see its table)")
     fig.suptitle(f"{learner} learner: paired difference to ERM on each scenario's primary metric\n"
-                 f"(mean and 95% interval over {n} seeds; axes fitted to the means, wider intervals run off)",
+                 f"(mean and 95% interval over {n}; axes fitted to the means, wider intervals run off)",
                  fontsize=11)  # fmt: skip
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
     path = os.path.join(out_dir, f"vs_erm_{learner}.png")
@@ -925,7 +934,7 @@ def _collapse_plot(data: dict, out_dir: str) -> str | None:
                 labels.append(lab)
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     note = "" if "erm_synthetic" in methods else "; erm_synthetic = erm here (no real training rows)"
-    fig.suptitle(f"Model collapse: real-test loss against generations (mean over {len(data['seeds'])} seeds; "
+    fig.suptitle(f"Model collapse: real-test loss against generations (mean over {seeds_text(outputs)}; "
                  f"ERM dashed black{note})", fontsize=11)  # fmt: skip
     fig.tight_layout()
     path = os.path.join(out_dir, "model_collapse.png")

@@ -205,6 +205,17 @@ def test_merge_pieces(run, tmp_path):
         gap_report.merge(str(tmp_path / "m2"), [str(a), str(b)])
 
 
+def test_merged_pieces_with_more_seeds_state_the_range(run):
+    # A scenario rerun with 10 seeds and merged into a 5-seed run: the header must not call it all one count.
+    out, *_ = run
+    data = json.loads((out / "results.json").read_text())
+    n = len(data["seeds"])
+    assert f"{n} seeds; learners" in gap_report.report(data)
+    rerun = dict(data["scenarios"][0], seeds=list(range(n + 3)))
+    mixed = dict(data, seeds=list(range(n + 3)), scenarios=[rerun, *data["scenarios"][1:]])
+    assert f"{n}–{n + 3} seeds (per scenario: see its table); learners" in gap_report.report(mixed)
+
+
 def test_progress_prints_plain_lines_when_not_a_terminal(run):
     out, err, _ = run
     lines = [ln for ln in err.splitlines() if ln.startswith("[")]
