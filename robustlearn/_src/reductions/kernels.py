@@ -206,14 +206,11 @@ class KlPenaltyKernel:
 
     def solve(self, d, lam):
         beta = self._beta(d, lam)
-        a, log_a = _tilt_sums(d, beta)
-        return d.value(log_a / beta), a
-
-    def weights(self, d, a, lam):
-        return d.p * jnp.exp(self._beta(d, lam) * d.z()) / a
+        _, log_a = _tilt_sums(d, beta)
+        return d.value(log_a / beta), None
 
     def solve_with_weights(self, d, lam):
-        """The value and the weights from one array of ``exp(beta z)``.
+        """The value and the weights (the engine's only path to them) from one array of ``exp(beta z)``.
 
         For ``beta > 1`` its mean is ``A`` and the weights are ``p exp(beta z) / A``: one
         exponential per example for both (as ``jax.nn.logsumexp`` and its gradient), not one
