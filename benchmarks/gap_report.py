@@ -583,11 +583,11 @@ def _seconds(v: float) -> str:
     return f"{v:.0f} s" if v < 600 else f"{v / 60:.1f} min"
 
 
-def seeds_text(scenarios: Sequence[Mapping]) -> str:
-    """``"5 seeds"``, or ``"5–10 seeds (per scenario: see its table)"`` for merged pieces that differ."""
+def seeds_text(scenarios: Sequence[Mapping], note: bool = True) -> str:
+    """``"5 seeds"``, or ``"5–10 seeds"`` for merged pieces that differ (``note``: plus where to read each)."""
     counts = sorted({len(o["seeds"]) for o in scenarios})
     if len(counts) > 1:
-        return f"{counts[0]}–{counts[-1]} seeds (per scenario: see its table)"
+        return f"{counts[0]}–{counts[-1]} seeds" + (" (per scenario: see its table)" if note else "")
     return f"{counts[0] if counts else 0} seeds"
 
 
@@ -886,7 +886,7 @@ def _diff_plot(data: dict, learner: str, out_dir: str) -> str | None:
         ),  # fmt: skip
     ]
     fig.legend(handles=handles, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0), fontsize=9, frameon=False)
-    n = seeds_text(data["scenarios"]).removesuffix(" (per scenario: see its table)")
+    n = seeds_text(data["scenarios"], note=False)
     fig.suptitle(f"{learner} learner: paired difference to ERM on each scenario's primary metric\n"
                  f"(mean and 95% interval over {n}; axes fitted to the means, wider intervals run off)",
                  fontsize=11)  # fmt: skip
@@ -934,7 +934,7 @@ def _collapse_plot(data: dict, out_dir: str) -> str | None:
                 labels.append(lab)
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     note = "" if "erm_synthetic" in methods else "; erm_synthetic = erm here (no real training rows)"
-    fig.suptitle(f"Model collapse: real-test loss against generations (mean over {seeds_text(outputs)}; "
+    fig.suptitle(f"Model collapse: real-test loss against generations (mean over {seeds_text(outputs, note=False)}; "
                  f"ERM dashed black{note})", fontsize=11)  # fmt: skip
     fig.tight_layout()
     path = os.path.join(out_dir, "model_collapse.png")

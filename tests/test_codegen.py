@@ -3,9 +3,9 @@
 The suite compiles with XLA:CPU's faster-compiling elemental generator and LLVM at -O0
 (tests/conftest.py); users run the default generator (fusion emitters), optimized, whose
 ``exp``/``log1p``/``expm1`` and fused reductions are different code. So the float32 tests
-that compare every reduction with its float64 reference (tests/test_reference.py) and replay the table of extreme inputs
-(tests/test_float32.py) run again here under the default generator, in a subprocess (XLA
-reads its flags once per process).
+that compare every reduction with its float64 reference (tests/test_reference.py) and
+replay the table of extreme inputs (tests/test_float32.py) run again here under XLA's
+defaults, in a subprocess (XLA reads its flags once per process).
 """
 
 import os
