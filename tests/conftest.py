@@ -56,6 +56,7 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 from robustlearn import enable_compilation_cache  # noqa: E402
+from robustlearn._src import program_store  # noqa: E402
 
 _CACHE_ENV = "ROBUSTLEARN_TESTS_JAX_CACHE"
 
@@ -107,3 +108,4 @@ def pytest_runtest_teardown(item):
     _tests_run += 1
     if _HAS_MAPS and _tests_run % _CHECK_EVERY == 0 and _map_count() > _MAX_MAPS:
         jax.clear_caches()
+        program_store.clear_memory()

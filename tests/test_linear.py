@@ -474,25 +474,38 @@ def test_float32_stops_early_and_matches_float64(objective):
     assert float(sol32.value) == pytest.approx(float(sol64.value), rel=1e-4)
 
 
-def test_fit_linear_reuses_compiled_solver():
+@pytest.mark.parametrize("stored", [False, True], ids=["jit", "program-store"])
+def test_fit_linear_reuses_compiled_solver(stored, monkeypatch):
     # Other hyperparameters, l2, tol, weights and data of the same shapes must not recompile
     # the solver; a new objective structure must. Non-smooth objectives also compile a small
     # program for the exact value at the end, once (their hyperparameters live in the state).
+    # Both ways a program is obtained count: jax.jit's cache, and the program store (on with
+    # the tests' compilation cache), which takes robustlearn's objectives but not this
+    # file's _second_moment (defined outside robustlearn: always jitted).
+    from robustlearn._src import program_store
     from robustlearn._src.training import linear as _linear
 
-    x, y = _data(12, n=37)  # a shape no other test compiles
+    if not stored:
+        monkeypatch.setattr(program_store, "_directory", lambda: None)
+    elif not jax.config.jax_compilation_cache_dir:
+        pytest.skip("the program store needs JAX's compilation cache (conftest turns it on)")
+
+    def programs():
+        jitted = _linear._solve._cache_size() + _linear._evaluate._cache_size()
+        return jitted + program_store.stats["stored"] + program_store.stats["loaded"]
+
+    x, y = _data(12, n=37 if stored else 38)  # shapes no other test compiles
+    n = x.shape[0]
     for make, first, second, evaluations in [
         (objectives.cvar, 0.3, 0.5, (1, 1)),
         (_second_moment, 0.1, 0.7, (0, 0)),
         (lambda r: wasserstein.linear_classification_objective(r, kappa=1.0), 0.1, 0.3, (1, 1)),
     ]:
-        solves, evaluates = _linear._solve._cache_size(), _linear._evaluate._cache_size()
-        rl.train.fit_linear(x, y, make(first), l2=L2, weights=np.ones(37))
-        assert _linear._solve._cache_size() == solves + 1
-        assert _linear._evaluate._cache_size() == evaluates + evaluations[0]
-        rl.train.fit_linear(x + 1.0, y, make(second), l2=0.1, tol=1e-6, weights=np.arange(1.0, 38.0))
-        assert _linear._solve._cache_size() == solves + 1
-        assert _linear._evaluate._cache_size() == evaluates + evaluations[1]
+        before = programs()
+        rl.train.fit_linear(x, y, make(first), l2=L2, weights=np.ones(n))
+        assert programs() == before + 1 + evaluations[0]
+        rl.train.fit_linear(x + 1.0, y, make(second), l2=0.1, tol=1e-6, weights=np.arange(1.0, n + 1.0))
+        assert programs() == before + 1 + evaluations[1]
 
 
 # ------------------------------------------------------------------------- bad inputs

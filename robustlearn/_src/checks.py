@@ -20,6 +20,11 @@ def is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+def host_flag(value: bool) -> jax.Array:
+    """A concrete boolean as a 0-d device array, without compiling a conversion."""
+    return jax.device_put(np.asarray(bool(value)))
+
+
 def as_float_losses(losses, name: str = "losses") -> jax.Array:
     """Converts ``losses`` to an array and requires a real floating dtype."""
     if not isinstance(losses, jax.Array):
@@ -94,8 +99,9 @@ def scalar(
         if np.issubdtype(arr.dtype, np.floating):
             # Validated in float64; cast to the default float dtype *with limits*, so a
             # valid value never becomes an invalid 0, inf or open end (see cast_in_interval).
-            v = jnp.asarray(cast_in_interval(v, jnp.result_type(float), low, high, low_open, high_open))
-            return v, jnp.asarray(True)
+            dtype = jnp.result_type(float)
+            v = jax.device_put(np.asarray(cast_in_interval(v, dtype, low, high, low_open, high_open), dtype))
+            return v, host_flag(True)
     elif jnp.shape(value) != ():
         raise ValueError(f"`{name}` must be a scalar; got shape {jnp.shape(value)}.")
     v = jnp.asarray(value)

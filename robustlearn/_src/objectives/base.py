@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from robustlearn._src.reductions import api as _reductions
 from robustlearn._src.reductions.registry import Reduction
@@ -131,7 +132,8 @@ def from_reduction(reduction: str | Reduction, **hyperparams: float) -> Objectiv
     def init(key):
         del key
         # The default float dtype: float64 with jax_enable_x64, else float32.
-        return ReductionState({k: jnp.asarray(v, jnp.result_type(float)) for k, v in config.items()})
+        dtype = jnp.result_type(float)
+        return ReductionState({k: jax.device_put(np.asarray(v, dtype)) for k, v in config.items()})
 
     def loss(loss_fn, params, batch, state, key):
         del key

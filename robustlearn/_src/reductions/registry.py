@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from robustlearn._src import checks as _checks
 from robustlearn._src.reductions import engine as _engine
@@ -145,7 +146,7 @@ def _tv_smoothed(losses, p, eta, tau, radius):
 
 
 def _scalar_zero(dtype):
-    return jnp.zeros((), dtype)
+    return jax.device_put(np.zeros((), dtype))  # no program to compile
 
 
 # ----------------------------------------------------------------------- the registry

@@ -40,6 +40,7 @@ from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 
 from robustlearn._src import checks as _checks
+from robustlearn._src import program_store
 from robustlearn._src.objectives.base import Objective
 
 _LOSSES = ("logistic", "softmax", "squared")
@@ -256,6 +257,10 @@ class _Structure:
     def __hash__(self):
         return hash(self.key)
 
+    def stable_parts(self):
+        """What a stored program is keyed by (:mod:`program_store`): the compared fields."""
+        return tuple((field, getattr(self.objective, field)) for field, _ in self.key)
+
     def __eq__(self, other):
         return isinstance(other, _Structure) and other.key == self.key
 
@@ -301,6 +306,14 @@ def _real_array(name: str, value, ndim: int) -> np.ndarray:
         if bad.any():
             raise ValueError(f"`{name}` must be finite; got {int(bad.sum())} NaN or infinite entries.")
     return arr
+
+
+def _seed_zero_key() -> jax.Array:
+    """``jax.random.PRNGKey(0)``; for the default implementation without compiling anything
+    (its key data for seed 0 is two zero words)."""
+    if jax.config.jax_default_prng_impl == "threefry2x32":
+        return jax.device_put(np.zeros(2, np.uint32))
+    return jax.random.PRNGKey(0)
 
 
 def _float_dtype(x: np.ndarray):
@@ -528,25 +541,29 @@ def fit_linear(
     p = np.full(n, 1.0 / n) if w is None else w / w.sum()
     x_mean, x_scale, y_mean, y_scale = _standardization(x, y, p, loss, standardize)
     w_scale = y_scale / x_scale
+    # Host arrays of their final dtypes, moved by device_put: converting on the device
+    # would compile a small program per shape and dtype in every process.
+    to_device = lambda v, dt=dtype: jax.device_put(np.asarray(v, dt))  # noqa: E731
     if loss == "softmax":
-        z0 = {"w": jnp.zeros((d, num_classes), dtype), "b": jnp.zeros((num_classes,), dtype)}
+        z0 = {"w": to_device(np.zeros((d, num_classes))), "b": to_device(np.zeros((num_classes,)))}
         w_scale = w_scale[:, None]
     else:
-        z0 = {"w": jnp.zeros((d,), dtype), "b": jnp.zeros((), dtype)}
+        z0 = {"w": to_device(np.zeros((d,))), "b": to_device(np.zeros(()))}
     stats = {
-        "x_mean": jnp.asarray(x_mean, dtype),
-        "w_scale": jnp.asarray(w_scale, dtype),
-        "y_mean": jnp.asarray(y_mean, dtype),
-        "y_scale": jnp.asarray(y_scale, dtype),
-        "p": jnp.asarray(p, dtype),
+        "x_mean": to_device(x_mean),
+        "w_scale": to_device(w_scale),
+        "y_mean": to_device(y_mean),
+        "y_scale": to_device(y_scale),
+        "p": to_device(p),
     }
-    batch = {k: jnp.asarray(v) for k, v in host_batch.items()}
-    batch["x"] = batch["x"].astype(dtype)
-    batch["y"] = batch["y"] if loss == "softmax" else batch["y"].astype(dtype)
+    batch = {k: jax.device_put(v) for k, v in host_batch.items()}
+    batch["x"] = to_device(x)
+    if loss != "softmax":
+        batch["y"] = to_device(y)
     if "weight" in batch:
-        batch["weight"] = batch["weight"].astype(dtype)
+        batch["weight"] = to_device(host_batch["weight"])
 
-    key = jax.random.PRNGKey(0)
+    key = _seed_zero_key()
     state = objective.init(key)
     aux0 = ()
     if not objective.smooth and objective.aux_init is not None:
@@ -559,22 +576,16 @@ def fit_linear(
     # The solve depends on the function it minimizes only. Smooth objectives: the value,
     # metrics and state come with the last iterate; others: evaluated exactly at the end.
     minimized = "loss" if objective.smooth else "smoothed"
-    params, iterations, grad_norm, converged, evaluated = _solve(
-        batch,
-        stats,
-        state,
-        key,
-        {"params": z0, "aux": aux0},
-        jnp.asarray(l2, dtype),
-        jnp.asarray(rtol, dtype),
-        structure=_Structure(objective, (minimized,)),
-        loss=loss,
-        max_iter=max_iter,
-        stages=stages,
+    params, iterations, grad_norm, converged, evaluated = program_store.call(
+        _solve,
+        (batch, stats, state, key, {"params": z0, "aux": aux0}, to_device(l2), to_device(rtol)),
+        {"structure": _Structure(objective, (minimized,)), "loss": loss, "max_iter": max_iter, "stages": stages},
     )
     if evaluated is None:
-        evaluated = _evaluate(
-            batch, params, state, key, jnp.asarray(l2, dtype), structure=_Structure(objective, ("loss",)), loss=loss
+        evaluated = program_store.call(
+            _evaluate,
+            (batch, params, state, key, to_device(l2)),
+            {"structure": _Structure(objective, ("loss",)), "loss": loss},
         )
     value, metrics, state_changed = evaluated
     if bool(state_changed):

@@ -52,7 +52,7 @@ def hyper_array(value: float) -> jnp.ndarray:
     if v != 0 and math.isfinite(v):
         info = np.finfo(dtype)
         v = math.copysign(min(max(abs(v), float(info.tiny)), float(info.max)), v)
-    return jnp.asarray(v, dtype)
+    return jax.device_put(np.asarray(v, dtype))  # no conversion program to compile
 
 
 def nominal_distribution(weights, w: jnp.ndarray, dtype) -> tuple[jnp.ndarray, jnp.ndarray]:

@@ -106,7 +106,20 @@ def _check(radius, kappa, norm, loss):
         raise ValueError(f"`loss` must be one of {sorted(_MARGIN_LOSSES)}; got {loss!r}.")
     radius, radius_ok = _checks.scalar("radius", radius, low=0.0)
     kappa, kappa_ok = _checks.scalar("kappa", kappa, low=0.0, high=float("inf"), high_open=False)
-    return radius, kappa, radius_ok & kappa_ok
+    if _checks.is_traced(radius_ok) or _checks.is_traced(kappa_ok):
+        return radius, kappa, radius_ok & kappa_ok
+    return radius, kappa, _checks.host_flag(True)  # concrete values were checked above
+
+
+def _check_labels(y) -> None:
+    """Raises unless the concrete labels ``y`` are all in {-1, +1} or all in {0, 1} (on the host)."""
+    arr = np.asarray(y)
+    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"`y` must hold labels in {{-1, +1}} or {{0, 1}}; got dtype {arr.dtype}.")
+    values = np.unique(arr.astype(np.float64))
+    if not (np.all(np.isin(values, (-1.0, 1.0))) or np.all(np.isin(values, (0.0, 1.0)))):
+        shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if values.size > 6 else "")
+        raise ValueError(f"`y` must hold labels in {{-1, +1}} or in {{0, 1}}; got the values {{{shown}}}.")
 
 
 def _signs(y) -> tuple[jax.Array, jax.Array]:
@@ -116,13 +129,7 @@ def _signs(y) -> tuple[jax.Array, jax.Array]:
     ones set the flag to False (the caller returns NaN).
     """
     if not _checks.is_traced(y):
-        arr = np.asarray(y)
-        if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-            raise TypeError(f"`y` must hold labels in {{-1, +1}} or {{0, 1}}; got dtype {arr.dtype}.")
-        values = np.unique(arr.astype(np.float64))
-        if not (np.all(np.isin(values, (-1.0, 1.0))) or np.all(np.isin(values, (0.0, 1.0)))):
-            shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if values.size > 6 else "")
-            raise ValueError(f"`y` must hold labels in {{-1, +1}} or in {{0, 1}}; got the values {{{shown}}}.")
+        _check_labels(y)
     y = jnp.asarray(y)
     ok = jnp.all((y == -1) | (y == 1)) | jnp.all((y == 0) | (y == 1))
     return jnp.where(y > 0, 1, -1), ok
@@ -393,7 +400,7 @@ def linear_classification_objective(
     def check(data):
         if "y" not in data:
             raise ValueError(f"the Wasserstein linear objective needs labels under 'y'; got keys {sorted(data)}.")
-        _signs(np.asarray(data["y"]))
+        _check_labels(data["y"])
 
     def nominal(batch):
         weights = batch.get("weight")
