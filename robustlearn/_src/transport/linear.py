@@ -236,19 +236,29 @@ def _solve(loss_fn, margin, p, lam0, radius, kappa):
     keep = loss_fn(margin)
     flip = loss_fn(-margin)
     base = jnp.sum(p * keep)
+
+    def flippable(operands):  # 0 < kappa < inf: a CVaR of the flip gains
+        base, keep, flip, p, lam0, radius, kappa = operands
+        kappa = jnp.where(jnp.isfinite(kappa) & (kappa > 0), kappa, 1.0)  # vmap runs both branches
+        a = radius / kappa
+        b = (flip - keep) / kappa
+        constrained = lam0 * a + jnp.sum(p * jnp.maximum(b - lam0, 0))
+        alpha = jnp.clip(a, jnp.finfo(a.dtype).tiny, 1.0)
+        q = _reductions.cvar_weights(b, alpha, weights=p)
+        var = jax.lax.stop_gradient(jnp.min(jnp.where(q > 0, b, jnp.inf)))
+        unconstrained = a * _reductions.cvar(b, alpha, weights=p)
+        g = jnp.where((a < 1) & (var >= lam0), unconstrained, constrained)
+        return base + kappa * g
+
+    def closed_form(operands):  # kappa = inf: labels fixed; kappa = 0: flips are free
+        base, keep, flip, p, lam0, radius, kappa = operands
+        flip_free = lam0 * radius + jnp.sum(p * jnp.maximum(keep, flip))
+        return jnp.where(kappa == 0, flip_free, base + lam0 * radius)
+
+    # kappa is traced (one program for every kappa), so a cond, not Python, skips the two
+    # CVaR solves that kappa = inf (the common case) does not need.
     finite = jnp.isfinite(kappa) & (kappa > 0)
-    safe_kappa = jnp.where(finite, kappa, 1.0)
-    a = jnp.where(finite, radius / safe_kappa, 1.0)
-    b = jnp.where(finite, (flip - keep) / safe_kappa, 0.0)
-    constrained = lam0 * a + jnp.sum(p * jnp.maximum(b - lam0, 0))
-    alpha = jnp.clip(a, jnp.finfo(a.dtype).tiny, 1.0)
-    q = _reductions.cvar_weights(b, alpha, weights=p)
-    var = jax.lax.stop_gradient(jnp.min(jnp.where(q > 0, b, jnp.inf)))
-    unconstrained = a * _reductions.cvar(b, alpha, weights=p)
-    g = jnp.where((a < 1) & (var >= lam0), unconstrained, constrained)
-    flip_free = lam0 * radius + jnp.sum(p * jnp.maximum(keep, flip))  # kappa = 0
-    labels_fixed = base + lam0 * radius  # kappa = inf
-    return jnp.where(finite, base + safe_kappa * g, jnp.where(kappa == 0, flip_free, labels_fixed))
+    return jax.lax.cond(finite, flippable, closed_form, (base, keep, flip, p, lam0, radius, kappa))
 
 
 @renamed(eps="radius")
@@ -451,32 +461,40 @@ def linear_classification_objective(
         def soft_max_sum(shift):  # sum_i p_i tau log(e^{keep_i/tau} + e^{(flip_i - shift)/tau})
             return jnp.sum(p * tau * jnp.logaddexp(keep / tau, (flip - shift) / tau))
 
-        free = radius * lam0 + soft_max_sum(0.0)  # kappa = 0: labels flip for free
         finite = jnp.isfinite(cost) & (cost > 0)
-        k = jnp.where(finite, cost, 1.0)
-        a = radius / k
-        # The unconstrained minimizer over lambda solves sum_i p_i sigmoid(k (b_i - lam) / tau) = a
-        # (b_i = (flip_i - keep_i) / k), decreasing in lam: bisection on a bracket that holds it.
-        b_i = jax.lax.stop_gradient((flip - keep) / k)
-        s = jax.lax.stop_gradient(tau / k)
-        a_in = jnp.clip(a, jnp.finfo(dtype).tiny, 1 - jnp.finfo(dtype).eps)
-        logit = jnp.log(a_in) - jnp.log1p(-a_in)
-        live = p > 0
-        lo = jnp.min(jnp.where(live, b_i, jnp.inf)) - s * logit
-        hi = jnp.max(jnp.where(live, b_i, -jnp.inf)) - s * logit
 
-        def bisect(_, bracket):
-            lo, hi = bracket
-            mid = 0.5 * (lo + hi)
-            above = jnp.sum(p * jax.nn.sigmoid((b_i - mid) / s)) > a_in
-            return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+        def flippable(_):
+            k = jnp.where(finite, cost, 1.0)  # finite gradients where vmap runs both branches
+            a = radius / k
+            # The unconstrained minimizer over lambda solves sum_i p_i sigmoid(k (b_i - lam) / tau) = a
+            # (b_i = (flip_i - keep_i) / k), decreasing in lam: bisection on a bracket that holds it.
+            b_i = jax.lax.stop_gradient((flip - keep) / k)
+            s = jax.lax.stop_gradient(tau / k)
+            a_in = jnp.clip(a, jnp.finfo(dtype).tiny, 1 - jnp.finfo(dtype).eps)
+            logit = jnp.log(a_in) - jnp.log1p(-a_in)
+            live = p > 0
+            lo = jnp.min(jnp.where(live, b_i, jnp.inf)) - s * logit
+            hi = jnp.max(jnp.where(live, b_i, -jnp.inf)) - s * logit
 
-        lo, hi = jax.lax.fori_loop(0, jnp.finfo(dtype).nmant + 12, bisect, (lo, hi))
-        unconstrained = jax.lax.stop_gradient(0.5 * (lo + hi))
-        # a >= 1: the value increases with lambda, so lambda = N_tau. a = 0: no budget.
-        lam = jnp.where(a < 1, jnp.maximum(unconstrained, lam0), lam0)
-        flips = jnp.where(a > 0, lam * radius + soft_max_sum(lam * k), jnp.sum(p * keep) + radius * lam0)
-        return jnp.where(finite, flips, jnp.where(cost == 0, free, fixed))
+            def bisect(_, bracket):
+                lo, hi = bracket
+                mid = 0.5 * (lo + hi)
+                above = jnp.sum(p * jax.nn.sigmoid((b_i - mid) / s)) > a_in
+                return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+            lo, hi = jax.lax.fori_loop(0, jnp.finfo(dtype).nmant + 12, bisect, (lo, hi))
+            unconstrained = jax.lax.stop_gradient(0.5 * (lo + hi))
+            # a >= 1: the value increases with lambda, so lambda = N_tau. a = 0: no budget.
+            lam = jnp.where(a < 1, jnp.maximum(unconstrained, lam0), lam0)
+            return jnp.where(a > 0, lam * radius + soft_max_sum(lam * k), jnp.sum(p * keep) + radius * lam0)
+
+        def closed_form(_):
+            free = radius * lam0 + soft_max_sum(0.0)  # kappa = 0: labels flip for free
+            return jnp.where(cost == 0, free, fixed)
+
+        # The cost is traced (one program for every kappa): a cond, not Python, skips the
+        # bisection (a pass over the data per step) that kappa = inf does not need.
+        return jax.lax.cond(finite, flippable, closed_form, None)
 
     def no_aux(dtype):  # no auxiliary variables: the empty pytree
         del dtype
