@@ -51,14 +51,25 @@ def _step(y, s=None):
 
 
 def _gt(a, b, s=None):
-    """``1`` where ``a > b`` and ``0`` elsewhere, by a comparison (exact for any floats).
+    r"""``1`` where ``a > b`` and ``0`` elsewhere, exactly, by arithmetic that fuses into a sum.
 
-    :func:`_step` of the difference is not: two distinct floats below ``2^(mantissa)``
-    times the smallest normal number may differ by a subnormal amount, which the CPU
-    flushes to 0. The losses' order (CVaR/TV counting passes) uses this.
+    A comparison and its conversion to a number do not fuse into XLA:CPU's vectorized
+    reductions: the indicator is written to memory and read back, which made every
+    counting pass of CVaR and TV 5-10 times slower than a sum. The difference ``a - b``
+    alone is not exact either: two distinct floats near the smallest normal number may
+    differ by a subnormal amount, which the CPU flushes to 0. Scaled first by
+    :math:`k = 2^{m+1}` (``m`` mantissa bits), :math:`A = ka` and :math:`B = kb` are exact
+    (the engine keeps every ``|y| \le 2^{100}``) and, when ``a > b``, differ by at least
+    :math:`2^{e_{min}+1}` (both are 0 or at least :math:`2^{e_{min}+m+1}` in size, so
+    their difference is 0 or at least one unit in the last place there), a normal number
+    that :math:`2^{e_{max}-1}` maps to at least 1 (or +inf); ``a <= b`` gives at most 0.
+    Subnormal inputs are zeros to the CPU's comparisons and products alike.
     """
+    fi = jnp.finfo(jnp.result_type(a, b))
+    k, big = 2.0 ** (fi.nmant + 1), 2.0 ** (fi.maxexp - 2)
     zero, one = (0.0, 1.0) if s is None else (s(0.0), s(1.0))
-    return jnp.where(a > b, one, zero)
+    k, big = (k, big) if s is None else (s(k), s(big))
+    return jnp.minimum(jnp.maximum((a * k - b * k) * big, zero), one)
 
 
 def _renormalized(q):
