@@ -46,7 +46,8 @@ def _step(y, s=None):
     ``s`` salts the constants of a pass (see :meth:`Data.fresh`).
     """
     big = 2.0 ** (jnp.finfo(y.dtype).maxexp - 2)  # 2^126: maps every positive normal y to >= 1
-    zero, one = (0.0, 1.0) if s is None else (s(0.0), s(1.0))
+    # Salted too: XLA stores the broadcast of a constant that two passes share (40 MB at 1e7).
+    zero, one, big = (0.0, 1.0, big) if s is None else (s(0.0), s(1.0), s(big))
     return jnp.minimum(jnp.maximum(y * big, zero), one)
 
 
