@@ -1,6 +1,6 @@
 """One fresh-process fit by robustlearn: ``python -m benchmarks.perf._ours_worker NAME N CACHE``.
 
-``NAME`` is one of P1's problems (``fit_linear``, or optax L-BFGS for Wasserstein) or
+``NAME`` is one of P1's problems (``fit_linear``, Wasserstein included) or
 ``estimator:OBJECTIVE`` (``RobustClassifier(OBJECTIVE).fit``, P6), on P1's data. Prints one
 JSON line: the seconds of the imports (robustlearn and its estimators), of the first fit
 (tracing, compilation or cache load, and the solve) and of a second identical fit

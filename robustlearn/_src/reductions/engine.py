@@ -273,6 +273,10 @@ def _data(losses, w, unroll, levels=(), sort_max=0):
         pw = w / jnp.where(empty, 1, w_max)  # in [0, 1]: the sum cannot overflow
         mass = jnp.sum(pw)
         p = pw / jnp.where(empty, 1, mass)
+        # A weight near the smallest normal number gives a subnormal probability, which the
+        # CPU flushes to 0: kept at the smallest normal, so p > 0 exactly on the support
+        # (the sum moves by at most n times that, far below the rounding of 1).
+        p = jnp.where(support, jnp.maximum(p, jnp.finfo(dtype).tiny), 0)
         M = jnp.max(jnp.where(support, losses, -jnp.inf))
         m = jnp.min(jnp.where(support, losses, jnp.inf))
         losses = jnp.where(support, losses, jnp.where(jnp.isfinite(M), M, 0))
