@@ -88,8 +88,10 @@ def exact_objective(name: str, w, b, x, y) -> float:
 def fit_ours(name: str, x, y):
     """Our solution ``(w, b, iterations)``: ``fit_linear`` on the objective (the exact linear
     Wasserstein objective included; it is minimized through its smoothed form)."""
+    # NumPy data, as users hold it: fit_linear converts it (converting first with jnp.asarray
+    # would time a small compile and MLIR's first load, ~0.13 s, that are not the fit's).
     with jax.enable_x64(True):
-        x, y = jnp.asarray(x, jnp.float64), jnp.asarray(y)
+        x, y = np.asarray(x, np.float64), np.asarray(y)
         objective = {
             "wasserstein": lambda: wasserstein.linear_classification_objective(W_EPS),
             "cvar": lambda: objectives.cvar(CVAR_ALPHA),
