@@ -372,7 +372,9 @@ ACTIVE_SET_CASES = [c for c in PATH_CASES if c.name in ("chi_square", "chi_squar
 # Weights at the smallest normal number beside weights of 1: their probabilities (half of it)
 # were flushed to 0 while the examples stayed in the support, and the penalty's sorted path
 # returned -0.5 with NaN weights (hypothesis, CI-sized run).
-@example(losses=np.array([-1.0] * 7 + [0.0]), weights=np.array([1.0, 1.0] + [2.2250738585072014e-308] * 6), log_knob=0.0)
+@example(
+    losses=np.array([-1.0] * 7 + [0.0]), weights=np.array([1.0, 1.0] + [2.2250738585072014e-308] * 6), log_knob=0.0
+)
 @given(
     # Magnitudes below 1e-6 become 0: the scipy reference divides by the losses' spread, and
     # tiny scales are the extreme table's job.
