@@ -63,14 +63,13 @@ def _gt(a, b, s=None):
     (the engine keeps every ``|y| \le 2^{100}``) and, when ``a > b``, differ by at least
     :math:`2^{e_{min}+1}` (both are 0 or at least :math:`2^{e_{min}+m+1}` in size, so
     their difference is 0 or at least one unit in the last place there), a normal number
-    that :math:`2^{e_{max}-1}` maps to at least 1 (or +inf); ``a <= b`` gives at most 0.
-    Subnormal inputs are zeros to the CPU's comparisons and products alike.
+    that :func:`_step`'s :math:`2^{e_{max}-1}` maps to at least 1 (or +inf, which it clips
+    to 1); ``a <= b`` gives at most 0. Subnormal inputs are zeros to the CPU's comparisons
+    and products alike.
     """
-    fi = jnp.finfo(jnp.result_type(a, b))
-    k, big = 2.0 ** (fi.nmant + 1), 2.0 ** (fi.maxexp - 2)
-    zero, one = (0.0, 1.0) if s is None else (s(0.0), s(1.0))
-    k, big = (k, big) if s is None else (s(k), s(big))
-    return jnp.minimum(jnp.maximum((a * k - b * k) * big, zero), one)
+    k = 2.0 ** (jnp.finfo(jnp.result_type(a, b)).nmant + 1)
+    k = k if s is None else s(k)
+    return _step(a * k - b * k, s)
 
 
 def _renormalized(q):

@@ -556,12 +556,10 @@ def fit_linear(
         "y_scale": to_device(y_scale),
         "p": to_device(p),
     }
-    batch = {k: jax.device_put(v) for k, v in host_batch.items()}
-    batch["x"] = to_device(x)
-    if loss != "softmax":
-        batch["y"] = to_device(y)
-    if "weight" in batch:
-        batch["weight"] = to_device(host_batch["weight"])
+    # x, y (but softmax's class ids) and the weights in the solver's dtype; the extra
+    # columns as they are. Each array moves to the device once.
+    converted = {"x", "weight"} | ({"y"} if loss != "softmax" else set())
+    batch = {k: to_device(v) if k in converted else jax.device_put(v) for k, v in host_batch.items()}
 
     key = _seed_zero_key()
     state = objective.init(key)
