@@ -36,3 +36,62 @@ def test_a_nan_at_the_midpoint_too_stops_instead_of_retrying_it():
     # every later step would evaluate 1.5 again (it ran to the 100-step limit).
     x, evaluations = _solve(1.0, 3.0, -1.0, 4.0)
     assert np.isclose(x, 1.5) and evaluations <= 3, (x, evaluations)
+
+
+# Secant steps (``df0``): roots in closed form, from a start and a first slope that a
+# subsample could give (off by up to 10x), on convex, concave and inflected functions.
+SECANT_FUNCTIONS = {
+    # name: (f, root, derivative)
+    "exp": (lambda x: jnp.exp(3 * x) - 2.0, np.log(2.0) / 3, lambda x: 3 * jnp.exp(3 * x)),
+    "log": (lambda x: jnp.log1p(x) - 0.5, np.expm1(0.5), lambda x: 1 / (1 + x)),
+    "cubic": (lambda x: x**3 + 0.1 * x - 0.2, np.roots([1, 0, 0.1, -0.2]).real.max(), lambda x: 3 * x**2 + 0.1),
+}
+
+
+def _secant(name, x0, slope_factor):
+    f, root, fprime = SECANT_FUNCTIONS[name]
+    evaluations, derivatives = [], []
+
+    def evaluate(x):
+        jax.debug.callback(lambda: evaluations.append(1))
+        return f(x), ()
+
+    def derivative(x, extras):
+        jax.debug.callback(lambda: derivatives.append(1))
+        return fprime(x)
+
+    with jax.enable_x64(True):
+        x0 = jnp.float64(x0)
+        df0 = fprime(x0) * slope_factor
+        found = jax.jit(lambda: newton(evaluate, derivative, x0, -0.9, 30.0, tol=4 * 2.0**-52, df0=df0))()
+        jax.block_until_ready(found.x)
+    return float(found.x), root, len(evaluations), len(derivatives)
+
+
+@pytest.mark.parametrize("name", sorted(SECANT_FUNCTIONS))
+def test_secant_steps_reach_the_root_without_derivatives(name):
+    counts = []
+    for offset in (-0.3, -0.01, 0.01, 0.3):
+        for slope_factor in (0.1, 0.5, 1.0, 2.0, 10.0):
+            x, root, evaluations, derivatives = _secant(name, SECANT_FUNCTIONS[name][1] + offset, slope_factor)
+            assert abs(x - root) <= 1e-13 * max(abs(root), 1), (offset, slope_factor, x, root)
+            assert derivatives == 0, (offset, slope_factor, derivatives)
+            counts.append(evaluations)
+    # 7-9 evaluations on average (10-12 when a step that did not halve the last one
+    # bisected the interval [-0.9, 30] before a point beyond the root was known).
+    assert sum(counts) <= 9 * len(counts) and max(counts) <= 20, counts
+
+
+@pytest.mark.parametrize("df0", [0.0, -1.0, np.nan, np.inf])
+def test_an_unusable_first_slope_takes_the_derivative(df0):
+    f, root, fprime = SECANT_FUNCTIONS["exp"]
+    derivatives = []
+
+    def derivative(x, extras):
+        jax.debug.callback(lambda: derivatives.append(1))
+        return fprime(x)
+
+    with jax.enable_x64(True):
+        found = jax.jit(lambda: newton(lambda x: (f(x), ()), derivative, 0.0, -0.9, 3.0, tol=1e-15, df0=df0))()
+        x = float(found.x)
+    assert abs(x - root) <= 1e-14 and len(derivatives) >= 1, (x, derivatives)
