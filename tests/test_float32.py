@@ -261,7 +261,7 @@ PATH_CASES = [c for c in CASES if c.name not in ("erm", "kl_penalty")]
 PATH_IDS = [c.name for c in PATH_CASES]
 
 
-def _check_path(case, levels, loop_free, seeds=WEIGHTED, sort_max=engine.SORT_MAX):
+def _check_path(case, levels, loop_free, seeds=WEIGHTED, sort_max=engine.SORT_MAX, share_max=engine.SHARE_MAX):
     for seed, weighting in seeds:
         losses, w = _path_problem(seed, PATH_SIZES[0], weighting == "random")
         if weighting == "ones":
@@ -271,6 +271,7 @@ def _check_path(case, levels, loop_free, seeds=WEIGHTED, sort_max=engine.SORT_MA
             engine.subsample_levels(levels),
             engine.force_loop_free(loop_free),
             engine.sort_limit(sort_max),
+            engine.share_limit(share_max),
         ):
             value, q = jax.value_and_grad(lambda x, w=w: case.value(x, **case.hyper, weights=w))(jnp.asarray(losses))
         _check_solution(case.name, case.hyper, losses, p, value, q, 1e-6, float(np.abs(losses).max()))
@@ -308,6 +309,17 @@ def test_subsample_started_path_matches_the_reference(case):
     # Tiny subsample levels make a 600-example vector take the subsample-started path that
     # real vectors take from 32768 examples on (the loop path, CPU).
     _check_path(case, (16, 64), False)
+
+
+SHARING_CASES = [c for c in PATH_CASES if c.name == "cressie_read"]
+
+
+@pytest.mark.parametrize("levels", [(), (16, 64)], ids=["analytic-start", "subsample-start"])
+@pytest.mark.parametrize("case", SHARING_CASES, ids=[c.name for c in SHARING_CASES])
+def test_long_vector_passes_match_the_reference(case, levels):
+    # Vectors longer than engine.SHARE_MAX compute every pass's terms anew (a short one
+    # shares them between the sums of an evaluation): a 600-example vector here.
+    _check_path(case, levels, False, share_max=0)
 
 
 @pytest.mark.slow

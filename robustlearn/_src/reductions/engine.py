@@ -55,8 +55,13 @@ UNROLLED_STEPS = 6
 # on an accelerator) instead of counting passes or Newton steps.
 SORT_MAX = 65536
 
+# A vector of at most this many examples (256 KB in float32, in cache) may share the
+# elementwise terms of one evaluation between its sums: XLA stores them once instead of
+# computing the transcendentals again in every pass. A longer one must not store them.
+SHARE_MAX = 65536
+
 # Settings forced by the context managers below (None: automatic); part of the compile key.
-_FORCED: dict = {"loop_free": None, "levels": None, "sort_max": None}
+_FORCED: dict = {"loop_free": None, "levels": None, "sort_max": None, "share_max": None}
 _SALTS = itertools.count(1)
 
 
@@ -68,11 +73,13 @@ class Path(NamedTuple):
         levels: strided subsample sizes that start a full-data solve.
         sort_max: on the loop-free path, the longest vector whose tail (CVaR, TV) or active set
             (chi-square) is found by a sort.
+        share_max: the longest vector whose passes of one evaluation share their terms.
     """
 
     unroll: int
     levels: tuple[int, ...]
     sort_max: int
+    share_max: int
 
 
 @contextlib.contextmanager
@@ -105,7 +112,8 @@ def _path() -> Path:
     if levels is None:
         levels = () if free else SUBSAMPLE_LEVELS
     sort_max = SORT_MAX if _FORCED["sort_max"] is None else _FORCED["sort_max"]
-    return Path(UNROLLED_STEPS if free else 0, levels, sort_max)
+    share_max = SHARE_MAX if _FORCED["share_max"] is None else _FORCED["share_max"]
+    return Path(UNROLLED_STEPS if free else 0, levels, sort_max, share_max)
 
 
 def subsample_levels(levels: tuple[int, ...]):
@@ -124,6 +132,15 @@ def sort_limit(n: int):
     compilation cache key like :func:`force_loop_free`.
     """
     return _forcing("sort_max", int(n))
+
+
+def share_limit(n: int):
+    """Context manager setting :data:`SHARE_MAX` (0: every pass computes its own terms).
+
+    Tests use it to reach the long-vector variant of a solve with short vectors; part of
+    the compilation cache key.
+    """
+    return _forcing("share_max", int(n))
 
 
 def force_loop_free(flag: bool | None):
@@ -159,13 +176,15 @@ class Data:
         ok: finite losses on a non-empty support.
         unroll: steps of the loop-free path (0: loops).
         sort_max: on the loop-free path, the longest vector whose tail is found by a sort.
+        share_max: the longest vector whose passes of one evaluation share their terms.
     """
 
-    def __init__(self, losses, p, weighted, n, M, m, scale, R, ok, unroll, levels=(), sort_max=0):
+    def __init__(self, losses, p, weighted, n, M, m, scale, R, ok, unroll, levels=(), sort_max=0, share_max=SHARE_MAX):
         self.losses, self.p, self.weighted, self.n = losses, p, weighted, n
         self.M, self.m, self.scale, self.R, self.ok, self.unroll = M, m, scale, R, ok, unroll
         self.levels = levels
         self.sort_max = sort_max
+        self.share_max = share_max
         self.fallback = True  # False on subsamples: a loop-free start needs no loop behind it
         self.Ms = M * scale
 
@@ -182,6 +201,11 @@ class Data:
         """Whether tails (CVaR, TV) and active sets (chi-square) are found by a sort: the loop-free
         path on a short vector."""
         return bool(self.unroll) and self.n <= self.sort_max
+
+    @property
+    def shares(self) -> bool:
+        """Whether the passes of one evaluation may share their elementwise terms (a short vector)."""
+        return self.n <= self.share_max
 
     @property
     def eps(self):
@@ -242,7 +266,7 @@ class Data:
             p = jnp.where(mass > 0, p / jnp.where(mass > 0, mass, 1), 1.0 / count)
         else:
             p = jnp.asarray(1.0 / count, self.dtype)
-        args = (self.M, self.m, self.scale, self.R, self.ok, self.unroll, self.levels, self.sort_max)
+        args = (self.M, self.m, self.scale, self.R, self.ok, self.unroll, self.levels, self.sort_max, self.share_max)
         sub = Data(losses, p, self.weighted, count, *args)
         sub.fallback = False
         return sub
@@ -258,7 +282,7 @@ def _max_min(x):
     )
 
 
-def _data(losses, w, unroll, levels=(), sort_max=0):
+def _data(losses, w, unroll, levels=(), sort_max=0, share_max=SHARE_MAX):
     """The :class:`Data` of one 1-D problem and the flags ``(finite, empty)``."""
     n = losses.shape[0]
     dtype = losses.dtype
@@ -298,7 +322,7 @@ def _data(losses, w, unroll, levels=(), sort_max=0):
     scale = scale.astype(dtype)
     R = M * scale - m * scale
     R = jnp.where(R > 0, R, 1)
-    return Data(losses, p, w is not None, n, M, m, scale, R, ok, unroll, levels, sort_max), finite, empty
+    return Data(losses, p, w is not None, n, M, m, scale, R, ok, unroll, levels, sort_max, share_max), finite, empty
 
 
 class LegacyKernel:
@@ -478,6 +502,7 @@ def run(kernel: Kernel, losses, hyper, *, weights, where, axis, want_weights: bo
 
 __all__ = [
     "SUBSAMPLE",
+    "SHARE_MAX",
     "SORT_MAX",
     "SUBSAMPLE_LEVELS",
     "Data",
@@ -488,6 +513,7 @@ __all__ = [
     "fresh_zero",
     "loop_free",
     "run",
+    "share_limit",
     "sort_limit",
     "subsample_levels",
 ]
