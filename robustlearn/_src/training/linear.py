@@ -571,20 +571,15 @@ def fit_linear(
     # Non-smooth objectives: smoothing scales 1, 0.1, ... (times the loss scale) down to
     # 10x below the square root of the resolution.
     stages = 0 if objective.smooth else int(np.ceil(1 - np.log10(finfo.eps) / 2))
-    # The solve depends on the function it minimizes only. Smooth objectives: the value,
-    # metrics and state come with the last iterate; others: evaluated exactly at the end.
-    minimized = "loss" if objective.smooth else "smoothed"
+    # The solve depends on the functions it calls only: smooth objectives' value, metrics
+    # and state come with the last iterate; others minimize `smoothed` and are evaluated
+    # exactly by `loss` at the end, in the same program (a warm process loads one).
+    used = ("loss",) if objective.smooth else ("smoothed", "loss")
     params, iterations, grad_norm, converged, evaluated = program_store.call(
         _solve,
         (batch, stats, state, key, {"params": z0, "aux": aux0}, to_device(l2), to_device(rtol)),
-        {"structure": _Structure(objective, (minimized,)), "loss": loss, "max_iter": max_iter, "stages": stages},
+        {"structure": _Structure(objective, used), "loss": loss, "max_iter": max_iter, "stages": stages},
     )
-    if evaluated is None:
-        evaluated = program_store.call(
-            _evaluate,
-            (batch, params, state, key, to_device(l2)),
-            {"structure": _Structure(objective, ("loss",)), "loss": loss},
-        )
     value, metrics, state_changed = evaluated
     if bool(state_changed):
         raise ValueError(
@@ -615,10 +610,9 @@ def _penalty(params, l2):
     return 0.5 * l2 * jnp.sum(params["w"] ** 2)
 
 
-@functools.partial(jax.jit, static_argnames=("structure", "loss"))
-def _evaluate(batch, params, state, key, l2, *, structure, loss):
+def _evaluate(objective, batch, params, state, key, l2, loss):
     """The exact regularized value, the metrics, and whether ``loss`` changed the state."""
-    value, (new_state, metrics) = structure.objective.loss(_loss_fn(loss), params, batch, state, key)
+    value, (new_state, metrics) = objective.loss(_loss_fn(loss), params, batch, state, key)
     value = jnp.asarray(value).astype(batch["x"].dtype) + _penalty(params, l2)
     return value, metrics, _state_changed(state, new_state)
 
@@ -632,7 +626,8 @@ def _solve(batch, stats, state, key, z0, l2, rtol, *, structure, loss, max_iter,
     is the number of smoothing stages (0 for smooth objectives). The optimization
     variable ``z`` holds standardized coordinates; ``params(z)`` are the original ones.
     Returns ``(params, iterations, grad_norm, converged, evaluated)``; ``evaluated`` is
-    ``(value, metrics, state_changed)`` at ``params`` for smooth objectives, else None.
+    ``(value, metrics, state_changed)`` at ``params``: for smooth objectives from the last
+    iterate, else by ``objective.loss`` after the smoothing stages.
     """
     objective = structure.objective
     dtype = batch["x"].dtype
@@ -675,4 +670,5 @@ def _solve(batch, stats, state, key, z0, l2, rtol, *, structure, loss, max_iter,
 
     init = (z0, jnp.zeros((), jnp.int32), jnp.zeros((), dtype), jnp.asarray(True))
     z, iters, gnorm, converged = jax.lax.fori_loop(0, stages, stage, init)
-    return params_of(z["params"]), iters, gnorm, converged, None
+    params = params_of(z["params"])
+    return params, iters, gnorm, converged, _evaluate(objective, batch, params, state, key, l2, loss)
