@@ -465,3 +465,43 @@ def test_kl_weights_give_the_value_in_float32():
         <= TOL32 * 2
     )
     assert abs(float(q @ l64) - float(value)) <= TOL32 * 2 * (1 + np.sqrt(2 * radius))
+
+
+def _kl_penalty_problem(kind):
+    rng = np.random.default_rng(11)
+    losses = rng.normal(size=257) * 2.0 + 1.0
+    if kind == "outlier":
+        losses[5] = 40.0
+    elif kind == "equal":
+        losses[:] = 0.7
+    elif kind == "huge":  # differences l - M overflow float32
+        losses = np.where(rng.random(257) < 0.5, -3e38, 3e38) * rng.uniform(0.5, 1.0, 257)
+    return losses.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["normal", "outlier", "equal", "huge"])
+@pytest.mark.parametrize("lam_over_range", [1e-3, 0.05, 1.0, 30.0, 1e6])
+def test_kl_penalty_value_without_weights(kind, lam_over_range):
+    # The unweighted value takes the maximum and one sum (A <= 1/2) or hands the problem to
+    # the general path (large lam, overflowing differences); both against float64.
+    losses = _kl_penalty_problem(kind)
+    l64 = losses.astype(np.float64)
+    lam = min(lam_over_range * max(float(l64.max() - l64.min()), 1.0), 1e38)  # a float32
+    with jax.enable_x64(False):
+        value = float(jax.jit(rl.kl_penalty)(losses, np.float32(lam)))
+        weighted = float(rl.kl_penalty(losses, lam, weights=np.ones_like(losses)))  # always the general path
+    expected = ref.kl_penalty_stable(l64, np.full(len(l64), 1 / len(l64)), lam)
+    scale = float(np.abs(l64).max())
+    assert abs(value - expected) <= TOL32 * scale, (value, expected)
+    assert abs(value - weighted) <= TOL32 * scale, (value, weighted)
+    if kind == "equal":
+        assert value == losses[0]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_kl_penalty_value_without_weights_is_nan_for_a_non_finite_loss(bad):
+    losses = _kl_penalty_problem("normal")
+    losses[3] = bad
+    with jax.enable_x64(False):
+        assert np.isnan(float(jax.jit(rl.kl_penalty)(losses, np.float32(0.5))))
+        assert np.isnan(float(rl.kl_penalty(losses, 0.5, weights=np.ones_like(losses))))

@@ -478,9 +478,10 @@ def test_float32_stops_early_and_matches_float64(objective):
 def test_fit_linear_reuses_compiled_solver(stored, monkeypatch):
     # Other hyperparameters, l2, tol, weights and data of the same shapes must not recompile
     # the solver; a new objective structure must (one program: non-smooth objectives'
-    # exact value at the end is part of it). Both ways a program is obtained count: jax.jit's cache, and the program store (on with
-    # the tests' compilation cache), which takes robustlearn's objectives but not this
-    # file's _second_moment (defined outside robustlearn: always jitted).
+    # exact value at the end is part of it). Both ways a program is obtained count:
+    # jax.jit's cache, and the program store (on with the tests' compilation cache), which
+    # takes robustlearn's objectives but not this file's _second_moment (defined outside
+    # robustlearn: always jitted).
     from robustlearn._src import program_store
     from robustlearn._src.training import linear as _linear
 

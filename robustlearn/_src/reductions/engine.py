@@ -359,14 +359,19 @@ def _solve(kernel, path: Path, want_weights: bool, losses, w, *hyper):
     """Value (and weights) for one 1-D loss vector (compute dtype)."""
     hyper = kernel.prepare(*hyper)
     if w is None and hasattr(kernel, "solve_plain"):
-        # ERM without weights: one pass, no statistics.
-        value, finite = kernel.solve_plain(losses)
-        empty = jnp.asarray(False)
+        # Without weights some kernels need fewer passes than the statistics take (ERM: one;
+        # the KL penalty: the maximum and one sum, as logsumexp); they may hand a problem
+        # back to the general path (`solve_standard`).
+        value, q, finite = kernel.solve_plain(path, want_weights, losses, *hyper)
         value = jnp.where(finite, value, jnp.nan)
         if not want_weights:
             return value, None
-        q = jnp.full(losses.shape, 1.0 / losses.shape[0], losses.dtype)
         return value, jnp.where(finite, q, jnp.nan)
+    return solve_standard(kernel, path, want_weights, losses, w, *hyper)
+
+
+def solve_standard(kernel, path: Path, want_weights: bool, losses, w, *hyper):
+    """:func:`_solve` through :class:`Data` (the statistics, then the kernel), hyperparameters prepared."""
     d, finite, empty = _data(losses, w, *path)
     if want_weights and hasattr(kernel, "solve_with_weights"):
         # Kernels whose value and weights share elementwise work (the KL penalty's exponentials).

@@ -156,14 +156,15 @@ class ErmKernel:
     def prepare(self, *hyper):
         return hyper
 
-    def solve_plain(self, losses):
+    def solve_plain(self, path, want_weights, losses):
         n = losses.shape[0]
         c = losses[0]
         quarter = jnp.asarray(0.25, losses.dtype)
         s = jnp.sum((losses * quarter - c * quarter) * jnp.asarray(1.0 / n, losses.dtype))
         top = jnp.finfo(losses.dtype).max
         value = jnp.clip((c * quarter + s) * 4, -top, top)
-        return value, jnp.isfinite(s)
+        q = jnp.full(losses.shape, 1.0 / n, losses.dtype) if want_weights else None
+        return value, q, jnp.isfinite(s)
 
     def solve(self, d, *hyper):
         return d.value(d.E(d.z())), None
@@ -214,6 +215,42 @@ class KlPenaltyKernel:
 
     def prepare(self, lam):
         return (lam,)
+
+    def solve_plain(self, path, want_weights, losses, lam):
+        r"""The value without weights, on the loop path: the maximum and one sum, as ``logsumexp``.
+
+        :math:`A = \frac1n\sum_i e^{(\ell_i - M)/\lambda}` needs neither the minimum nor the
+        standardization. When :math:`A \le 1/2` (:math:`|\log A| \ge \log 2`, so ``log``
+        of a sum of positive terms is accurate to a few ulps) the value is
+        :math:`M + \lambda \log A`. Otherwise (a large :math:`\lambda`, where the
+        ``expm1`` form is needed), and for a non-finite loss or an overflowing difference
+        :math:`\ell_i - M` (``d - d`` is NaN for those and 0 else, added to the sum at no
+        extra pass), the problem goes to the general path behind one ``lax.cond``. The
+        weights (:meth:`solve_with_weights`) and the loop-free path (where a ``lax.cond``
+        reads its predicate on the host) always take the general path.
+        """
+        if path.unroll or want_weights:
+            return self._standard(path, want_weights, losses, lam)
+        n = losses.shape[0]
+        dtype = losses.dtype
+        big = jnp.max(losses)
+        lam_c = jnp.maximum(lam, jnp.finfo(dtype).tiny).astype(dtype)
+        diff = losses - big
+        e = jnp.exp(diff / lam_c)
+        a = jnp.sum(e + (diff - diff)) * jnp.asarray(1.0 / n, dtype)
+        plain = jnp.isfinite(big) & jnp.isfinite(a) & (a <= 0.5)
+
+        def direct(_):
+            return big + lam_c * jnp.log(a)
+
+        def general(_):
+            return self._standard(path, False, losses, lam)[0]
+
+        return jax.lax.cond(plain, direct, general, None), None, jnp.asarray(True)
+
+    def _standard(self, path, want_weights, losses, lam):
+        value, q = _engine.solve_standard(self, path, want_weights, losses, None, lam)
+        return value, q, jnp.asarray(True)  # the general path applied the NaN policy itself
 
     def _beta(self, d, lam):
         tiny = jnp.finfo(d.dtype).tiny
