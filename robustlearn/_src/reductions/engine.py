@@ -304,6 +304,10 @@ def _data(losses, w, unroll, levels=(), sort_max=0, share_max=SHARE_MAX):
         M = jnp.max(jnp.where(support, losses, -jnp.inf))
         m = jnp.min(jnp.where(support, losses, jnp.inf))
         losses = jnp.where(support, losses, jnp.where(jnp.isfinite(M), M, 0))
+        # XLA:CPU's vectorized max and min (from ~10^4 elements, jax 0.10) can skip a NaN,
+        # and CVaR's counting passes would then drop that example silently: a sum of
+        # `l - l` (NaN for a non-finite supported loss, else 0) flags it.
+        M = jnp.where(jnp.isfinite(jnp.sum(losses - losses)), M, jnp.nan)
     finite = (jnp.isfinite(M) & jnp.isfinite(m)) | empty
     ok = finite & ~empty
     M = jnp.where(ok, M, 0)
