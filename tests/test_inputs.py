@@ -154,3 +154,8 @@ def test_a_non_finite_loss_in_a_long_vector_gives_nan(case):
     w = ones.copy()
     w[7] = 0.0
     assert np.isfinite(float(weighted(x, w)))
+    # Traced weights that are not finite and non-negative give NaN too.
+    for bad in (np.nan, np.inf, -1.0):
+        w = ones.copy()
+        w[n // 2] = bad
+        assert np.isnan(float(weighted(losses, w))), bad
