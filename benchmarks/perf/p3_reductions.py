@@ -46,8 +46,8 @@ def reductions() -> dict:
 
 
 GOALS = {"erm": ("mean", 2.0, 2.0), "kl_penalty": ("lse", 1.5, 1.5)}
-_FLUSH = functools.cache(_timing.cache_flush)  # one buffer per process
 DEFAULT_GOAL = ("mean", 20.0, 10.0)
+_FLUSH = functools.cache(_timing.cache_flush)  # one 128 MB buffer per process
 
 
 def interleaved_medians(fns: dict, x, repeats: int) -> dict:

@@ -602,16 +602,14 @@ class CressieReadKernel:
             n, b = nb[0], nb[1]
             t = jnp.exp(log_t)
 
-            def moments():
-                # E z x^(a-1), E z^2 x^(a-1): x^a / max(x, eps) is x^(a-1) on the active set, 0 where clipped.
+            def moment(power):
+                # E z^power x^(a-1): x^a / max(x, eps) is x^(a-1) on the active set, 0 where clipped.
                 z, s = d.fresh(t)
                 w = jnp.exp(cls._log_power(z, s(t), s(a), s)) / jnp.maximum(s(1.0) + z * s(t), s(floor))
-                return d.E(z * w), d.E(z * z * w)
+                return d.E(z * w) if power == 1 else d.E(z * z * w)
 
-            if d.shares:
-                m1, m2 = nb[3], nb[4]  # computed with the evaluation
-            else:
-                m1, m2 = moments()[0], moments()[1]
+            # A short vector's evaluation computed both moments; a long one's takes a pass each.
+            m1, m2 = (nb[3], nb[4]) if d.shares else (moment(1), moment(2))
             r = t * b / n
             n_s, b_s = a * t * m1, a * t * m2
             dr = r + t * b_s / n - t * b * n_s / (n * n)

@@ -655,19 +655,18 @@ def _solve(batch, stats, state, key, z0, l2, rtol, *, structure, loss, max_iter,
     if objective.smooth:
 
         def exact(z):
-            params = params_of(z)
-            value, (new_state, metrics) = objective.loss(loss_fn, params, batch, state, key)
-            value = jnp.asarray(value).astype(dtype) + _penalty(params, l2)
-            return value / scale, (value, metrics, _state_changed(state, new_state))
+            evaluated = _evaluate(objective, batch, params_of(z), state, key, l2, loss)
+            return evaluated[0] / scale, evaluated
 
         z, _, evaluated, iters, gnorm = _lbfgs(exact, z0["params"], max_iter, rtol)
         return params_of(z), iters, gnorm, iters < max_iter, evaluated
 
     z0 = {"params": z0["params"], "aux": jax.tree.map(lambda a: a / scale, z0["aux"])}
 
+    decades = _smoothing_decades(jnp.finfo(dtype).eps) / max(stages - 1, 1)  # per stage
+
     def stage(i, carry):
         z, total, _, _ = carry
-        decades = _smoothing_decades(jnp.finfo(dtype).eps) / max(stages - 1, 1)
         tau = scale * jnp.asarray(10.0, dtype) ** (-decades * i.astype(dtype))
 
         def smooth(z):
