@@ -49,7 +49,7 @@ def test_hyperparameters_share_a_stored_program_and_shapes_do_not(store):
     assert len(list(store.iterdir())) == 1  # the smoothed solve and the exact value: one program
     b = rl.train.fit_linear(x, y, objectives.cvar(0.5))
     assert len(list(store.iterdir())) == 1
-    assert program_store.stats == {"stored": 1, "loaded": 0, "memory": 1, "bypassed": 0}
+    assert program_store.stats == {"stored": 1, "loaded": 0, "memory": 1, "bypassed": 0, "quick": 0}
     assert float(a.value) != float(b.value)
     rl.train.fit_linear(*_data(42), objectives.cvar(0.5))
     assert len(list(store.iterdir())) == 2
@@ -63,6 +63,7 @@ def test_stored_program_gives_the_jitted_result_bit_for_bit(store, monkeypatch):
     loaded = rl.train.fit_linear(x, y, objective)  # from disk
     assert program_store.stats["loaded"] == 1
     monkeypatch.setattr(program_store, "_directory", lambda: None)
+    monkeypatch.setattr(_linear, "QUICK_MAX_ELEMENTS", -1)  # XLA's default options, as stored
     jitted = rl.train.fit_linear(x, y, objective)
     _same(stored, jitted)
     _same(loaded, jitted)
@@ -176,7 +177,49 @@ def test_a_fresh_process_runs_the_stored_program_without_tracing(tmp_path):
     jax_only, storing, loading = fresh("jax-cache-only"), fresh("store"), fresh("store")
     assert jax_only["stats"]["stored"] == 0
     assert storing["stats"]["stored"] == 1
-    assert loading["stats"] == {"stored": 0, "loaded": 1, "memory": 0, "bypassed": 0}
+    assert loading["stats"] == {"stored": 0, "loaded": 1, "memory": 0, "bypassed": 0, "quick": 0}
     assert loading["traces"] == 0
     for run in (storing, loading):
         assert (run["w"], run["value"]) == (jax_only["w"], jax_only["value"])
+
+
+def test_without_a_cache_the_solver_is_compiled_for_compilation_speed(store, monkeypatch):
+    # No persistent cache: every process compiles, so fit_linear asks for program_store's
+    # quick options (up to QUICK_MAX_ELEMENTS entries of x); with the cache, XLA's defaults.
+    x, y = _data(46)
+    rl.train.fit_linear(x, y, objectives.kl(0.4))
+    assert program_store.stats["stored"] == 1 and program_store.stats["quick"] == 0
+    monkeypatch.setattr(program_store, "_directory", lambda: None)
+    rl.train.fit_linear(x, y, objectives.kl(0.4))
+    assert program_store.stats["quick"] == 1
+    monkeypatch.setattr(_linear, "QUICK_MAX_ELEMENTS", x.size - 1)
+    rl.train.fit_linear(x, y, objectives.kl(0.4))
+    assert program_store.stats["quick"] == 1
+
+
+def test_an_xla_without_the_quick_options_gets_its_defaults(monkeypatch):
+    # XLAs that no longer have an option reject the compilation; the call then compiles with
+    # the defaults, and later calls do not try again.
+    monkeypatch.setattr(program_store, "_directory", lambda: None)
+    monkeypatch.setattr(program_store, "_quick_accepted", None)
+    calls = []
+
+    def f(x):
+        calls.append(1)  # once per trace
+        return jnp.sum(jnp.exp(x))
+
+    default = jax.jit(f)
+    rejected = jax.jit(f, compiler_options={"xla_no_such_option_in_any_xla": True})
+    x = jnp.arange(5.0)
+    out = program_store.call(default, (x,), {}, quick=rejected)
+    assert float(out) == pytest.approx(float(np.exp(np.arange(5.0)).sum()))
+    assert program_store._quick_accepted is False
+    traces = len(calls)
+    program_store.call(default, (x + 1,), {}, quick=rejected)
+    assert len(calls) == traces  # the default program, from jax.jit's cache; no new attempt
+    # Another compilation error is the caller's: raised, and the options stay accepted.
+    monkeypatch.setattr(program_store, "_quick_accepted", None)
+    invalid = jax.jit(f, compiler_options={"xla_backend_optimization_level": "high"})
+    with pytest.raises(jax.errors.JaxRuntimeError, match="not a valid int"):
+        program_store.call(default, (x,), {}, quick=invalid)
+    assert program_store._quick_accepted is None

@@ -359,23 +359,35 @@ def test_eps_is_a_deprecated_alias_of_radius():
 
 
 def test_objective_reads_radius_and_kappa_from_its_state():
-    """Two objectives differing only in radius/kappa trace to the same program (a grid compiles
-    once), and the value follows the state it is given."""
+    """Objectives differing only in radius or in a finite kappa trace to the same program (a
+    grid compiles once) and follow the state they are given; kappa = inf is a program of its
+    own, without the label-flip solves, which gives NaN for a state with a finite kappa."""
     theta, x, y, p = _instance(13, n=8)
     params = {"w": jnp.asarray(theta), "b": jnp.asarray(0.2)}
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y), "weight": jnp.asarray(p)}
-    a = wasserstein.linear_classification_objective(0.1, kappa=1.0)
-    b = wasserstein.linear_classification_objective(0.5, kappa=np.inf)
+    a = wasserstein.linear_classification_objective(0.1, kappa=3.0)
+    b = wasserstein.linear_classification_objective(0.5, kappa=1.0)
+    c = wasserstein.linear_classification_objective(0.1, kappa=np.inf)
+    d = wasserstein.linear_classification_objective(0.5, kappa=np.inf)
 
     def program(obj):
         return str(jax.make_jaxpr(lambda s: obj.loss(None, params, batch, s, None)[0])(obj.init(None)))
 
+    def value(obj, state):
+        return float(jax.jit(lambda s: obj.loss(None, params, batch, s, None)[0])(state))
+
     assert program(a) == program(b)
-    value, _ = a.loss(None, params, batch, b.init(None), None)
+    assert program(c) == program(d)
+    assert "while" in program(a) and "while" not in program(c)  # CVaR's solves: finite kappa only
+    flips = float(wasserstein.linear_classification(theta, x, y, 0.5, kappa=1.0, intercept=0.2, weights=p))
+    assert value(a, b.init(None)) == pytest.approx(flips, rel=1e-12)
+    assert value(b, b.init(None)) == pytest.approx(flips, rel=1e-12)
     expected = np.sum(p * LOSSES["logistic"](y * (x @ theta + 0.2))) + 0.5 * np.linalg.norm(theta)
-    assert float(value) == pytest.approx(expected, rel=1e-12)
+    assert value(c, d.init(None)) == pytest.approx(expected, rel=1e-12)
+    assert flips > expected + 0.05  # flips at cost 1 raise the worst case: the states differ
+    assert np.isnan(value(c, b.init(None)))
     bad = objectives.ReductionState({"radius": jnp.asarray(-1.0), "kappa": jnp.asarray(1.0)})
-    assert np.isnan(jax.jit(lambda s: a.loss(None, params, batch, s, None)[0])(bad))
+    assert np.isnan(value(a, bad))
 
 
 def test_objective_checks_training_labels_before_compiling():

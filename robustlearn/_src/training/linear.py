@@ -584,6 +584,7 @@ def fit_linear(
         _solve,
         (batch, stats, state, key, {"params": z0, "aux": aux0}, to_device(l2), to_device(rtol)),
         {"structure": _Structure(objective, used), "loss": loss, "max_iter": max_iter, "stages": stages},
+        quick=_solve_quick if n * d <= QUICK_MAX_ELEMENTS else None,
     )
     value, metrics, state_changed = evaluated
     if bool(state_changed):
@@ -627,8 +628,7 @@ def _evaluate(objective, batch, params, state, key, l2, loss):
     return value, metrics, _state_changed(state, new_state)
 
 
-@functools.partial(jax.jit, static_argnames=("structure", "loss", "max_iter", "stages"))
-def _solve(batch, stats, state, key, z0, l2, rtol, *, structure, loss, max_iter, stages):
+def _solve_impl(batch, stats, state, key, z0, l2, rtol, *, structure, loss, max_iter, stages):
     """The compiled solver: one compilation per (minimized function's structure, loss, max_iter, shapes, dtypes).
 
     The data, the objective's state (its hyperparameters), ``l2`` and ``rtol`` are traced,
@@ -682,3 +682,13 @@ def _solve(batch, stats, state, key, z0, l2, rtol, *, structure, loss, max_iter,
     z, iters, gnorm, converged = jax.lax.fori_loop(0, stages, stage, init)
     params = params_of(z["params"])
     return params, iters, gnorm, converged, _evaluate(objective, batch, params, state, key, l2, loss)
+
+
+_STATIC = ("structure", "loss", "max_iter", "stages")
+_solve = jax.jit(_solve_impl, static_argnames=_STATIC)
+# Compiled for compilation speed (program_store.quick_jit), for processes without a
+# persistent cache, up to QUICK_MAX_ELEMENTS entries of x: the first fit at 5·10⁴ × 20
+# took 0.55-0.65 s less (CVaR, χ², KL, Wasserstein), and still 0.15-1.5 s less at
+# 10⁶ × 20, where the slower code (CVaR 1.4×) nearly takes it back.
+_solve_quick = program_store.quick_jit(_solve_impl, static_argnames=_STATIC)
+QUICK_MAX_ELEMENTS = 2**24

@@ -207,11 +207,25 @@ def linear_classification(
         transportation*, JMLR 2019. Gao & Kleywegt, *Distributionally robust stochastic
         optimization with Wasserstein distance*, 2016.
     """
+    return _classification(theta, x, y, radius, kappa, norm, loss, intercept, weights, _labels_fixed(kappa))
+
+
+def _labels_fixed(kappa) -> bool:
+    """Whether ``kappa`` is known, before tracing, to be ``inf``: the value then has no CVaR solves."""
+    if _checks.is_traced(kappa):
+        return False
+    k = np.asarray(kappa)
+    return k.shape == () and k.dtype.kind == "f" and bool(np.isposinf(k))
+
+
+def _classification(theta, x, y, radius, kappa, norm, loss, intercept, weights, labels_fixed: bool):
+    """:func:`linear_classification`; ``labels_fixed``: compile only the ``kappa = inf`` case (NaN for another)."""
     radius, kappa, ok = _check(radius, kappa, norm, loss)
     theta, x, y, p, w_ok, dtype = _linear_inputs(theta, x, y, weights, y_is_real=False)
     sign, y_ok = _signs(y)
     margin = sign.astype(dtype) * (x @ theta + _intercept(intercept, dtype))
-    value = _solve(_MARGIN_LOSSES[loss], margin, p, dual_norm(theta, norm), radius.astype(dtype), kappa.astype(dtype))
+    lam0 = dual_norm(theta, norm)
+    value = _solve(_MARGIN_LOSSES[loss], margin, p, lam0, radius.astype(dtype), kappa.astype(dtype), labels_fixed)
     return jnp.where(ok & w_ok & y_ok, value, jnp.nan)
 
 
@@ -222,7 +236,7 @@ def _intercept(intercept, dtype) -> jax.Array:
     return b.astype(dtype)
 
 
-def _solve(loss_fn, margin, p, lam0, radius, kappa):
+def _solve(loss_fn, margin, p, lam0, radius, kappa, labels_fixed: bool = False):
     r"""The dual in closed form, written so that autodiff returns a valid subgradient.
 
     With :math:`a = \varepsilon/\kappa` and :math:`b_i = (L(-z_i) - L(z_i))/\kappa`,
@@ -232,10 +246,13 @@ def _solve(loss_fn, margin, p, lam0, radius, kappa):
     (for :math:`a < 1`, minimizer :math:`\mathrm{VaR}_a(b)`); otherwise
     :math:`\lambda = \lambda_0` (:math:`\varepsilon` = ``radius``). Using :func:`robustlearn.cvar` keeps the tie-sharing
     Danskin gradient, e.g. at :math:`\theta = 0` where every margin is 0.
+    ``labels_fixed``: the value for ``kappa = inf`` only (NaN for another ``kappa``).
     """
     keep = loss_fn(margin)
-    flip = loss_fn(-margin)
     base = jnp.sum(p * keep)
+    if labels_fixed:  # known before tracing: no CVaR solves in the program
+        return jnp.where(kappa == jnp.inf, base + lam0 * radius, jnp.nan)
+    flip = loss_fn(-margin)
 
     def flippable(operands):  # 0 < kappa < inf: a CVaR of the flip gains
         base, keep, flip, p, lam0, radius, kappa = operands
@@ -346,8 +363,10 @@ def linear_classification_objective(
     (labels all in {0, 1} or all in {-1, +1}; ``check`` rejects other training labels
     before compiling); ``"mask"`` and ``"weight"`` set the nominal weights. The objective
     uses the parameters directly, not ``loss_fn``. ``radius`` and ``kappa`` live in the
-    state as arrays (:class:`~robustlearn.objectives.ReductionState`), so a grid over them
-    compiles once; ``norm`` and ``loss`` are structural.
+    state as arrays (:class:`~robustlearn.objectives.ReductionState`), so a grid over radii
+    or over finite ``kappa`` values compiles once; ``norm``, ``loss`` and whether ``kappa``
+    is ``inf`` are structural (with labels fixed the programs leave out the label-flip
+    solves; such an objective gives NaN for a state whose ``kappa`` was changed by hand).
 
     Not smooth (the dual norm, the max over keeping or flipping a label, the hinge):
     ``fit_linear`` minimizes its ``smoothed`` form with a decreasing :math:`\tau`,
@@ -402,6 +421,10 @@ def linear_classification_objective(
     order = _norm_order(norm)
     margin_loss = _MARGIN_LOSSES[loss]
     config = {"radius": float(radius), "kappa": float(kappa), "norm": norm, "loss": loss}
+    # kappa = inf (labels fixed) is structural: its programs leave out the CVaR solves and
+    # the bisection, which made fit_linear's solver 2x longer to compile and to load. A
+    # grid over finite kappas (or over radii) still shares one program.
+    labels_fixed = _labels_fixed(float(kappa))
 
     def init(key):
         del key
@@ -422,9 +445,9 @@ def linear_classification_objective(
     def objective_loss(loss_fn, params, batch, state, key):
         del loss_fn, key
         hyper = state.hyperparams
-        value = linear_classification(
-            params["w"], batch["x"], batch["y"], hyper["radius"], kappa=hyper["kappa"], norm=norm, loss=loss,
-            intercept=params["b"], weights=nominal(batch),
+        value = _classification(
+            params["w"], batch["x"], batch["y"], hyper["radius"], hyper["kappa"], norm, loss, params["b"],
+            nominal(batch), labels_fixed,
         )  # fmt: skip
         return value, (state, {"objective": value})
 
@@ -457,6 +480,8 @@ def linear_classification_objective(
         radius, cost = jnp.asarray(radius, dtype), jnp.asarray(cost, dtype)
         lam0 = smooth_norm(w, tau)
         fixed = jnp.sum(p * keep) + radius * lam0  # kappa = inf: labels never move
+        if labels_fixed:
+            return jnp.where(cost == jnp.inf, fixed, jnp.nan)
 
         def soft_max_sum(shift):  # sum_i p_i tau log(e^{keep_i/tau} + e^{(flip_i - shift)/tau})
             return jnp.sum(p * tau * jnp.logaddexp(keep / tau, (flip - shift) / tau))
