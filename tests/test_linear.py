@@ -16,6 +16,7 @@ from scipy import optimize, special
 import robustlearn as rl
 from robustlearn import objectives, wasserstein
 from robustlearn.objectives import Objective
+from tests.conftest import fast_compile, xla_has_the_flag
 
 L2 = 0.05
 N, D = 60, 3
@@ -506,6 +507,30 @@ def test_fit_linear_reuses_compiled_solver(stored, monkeypatch):
         assert programs() == before + 1
         rl.train.fit_linear(x + 1.0, y, make(second), l2=0.1, tol=1e-6, weights=np.arange(1.0, n + 1.0))
         assert programs() == before + 1
+
+
+@pytest.mark.skipif(fast_compile(), reason="the suite's flags make both programs the same code (tests/test_codegen.py)")
+@pytest.mark.parametrize(
+    "objective",
+    [objectives.cvar(0.3), wasserstein.linear_classification_objective(0.1, kappa=1.0)],
+    ids=["cvar", "wasserstein"],
+)
+def test_the_quick_compiled_solver_finds_the_default_solution(objective, monkeypatch):
+    # Without a persistent cache fit_linear compiles with program_store.QUICK_OPTIONS (XLA:CPU's
+    # elemental generator); under XLA's defaults that is other code than the stored program's.
+    from robustlearn._src import program_store
+    from robustlearn._src.training import linear as _linear
+
+    monkeypatch.setattr(program_store, "_directory", lambda: None)
+    monkeypatch.setattr(program_store, "stats", dict.fromkeys(program_store.stats, 0))
+    x, y = _data(15, n=300)
+    quick = rl.train.fit_linear(x, y, objective, l2=L2)
+    assert program_store.stats["quick"] == (1 if xla_has_the_flag() else 0)  # an XLA without the option: defaults
+    monkeypatch.setattr(_linear, "QUICK_MAX_ELEMENTS", -1)
+    default = rl.train.fit_linear(x, y, objective, l2=L2)
+    assert float(quick.value) == pytest.approx(float(default.value), rel=1e-10)
+    for a, b in zip(jax.tree.leaves(quick.params), jax.tree.leaves(default.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------- bad inputs
