@@ -35,9 +35,9 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None, *, min_
     that shape the program, so a later process skips tracing and lowering as well (about
     0.5 s of a first fit). Objectives defined outside robustlearn take the ordinary path.
     Without the cache, ``fit_linear`` compiles its solver for compilation speed instead
-    (XLA:CPU's elemental generator, on an XLA that has it: a first fit on 5·10⁴ × 20 about
-    0.6 s shorter; the code runs up to 1.6× longer, CVaR's most); with it, with XLA's
-    defaults, since the program is compiled once.
+    (XLA:CPU's elemental generator, on an XLA that has it: a first fit on 5·10⁴ × 20
+    0.8-1.7 s shorter; the code runs up to 2× longer); with it, with XLA's defaults, since
+    the program is compiled once.
     As with JAX's cache, only point it at a directory you trust: loading a stored program
     runs its code. Neither cache evicts entries (each robustlearn or JAX version adds its
     own, ~0.4 MB per stored solver); deleting the directory at any time is safe.

@@ -27,8 +27,8 @@ rewritten.
 
 Without JAX's persistent cache every process compiles its solvers again, so there
 :func:`call` may run a variant jitted for compilation speed (:func:`quick_jit`): XLA:CPU's
-older elemental code generator, which compiles ``fit_linear``'s solvers in 35-55% of the
-time (0.57 s against 1.70 s for χ² on 5·10⁴ × 20) and runs them 0.9-1.5× as long. A
+older elemental code generator, which compiles ``fit_linear``'s solvers in about a third
+of the time (0.57 s against 1.70 s for χ² on 5·10⁴ × 20) and runs them 0.7-2× as long. A
 stored program is compiled with XLA's defaults: it is compiled once and run many times.
 """
 
