@@ -25,6 +25,7 @@ by CVaR's sort-free threshold search. With
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import jax
@@ -236,6 +237,9 @@ def _intercept(intercept, dtype) -> jax.Array:
     return b.astype(dtype)
 
 
+# Jitted: a lax.cond of functions defined inside is traced again and compiled at every eager
+# call (0.5 s each for a finite kappa; a long scipy loop over the value ran out of memory).
+@functools.partial(jax.jit, static_argnames=("loss_fn", "labels_fixed"))
 def _solve(loss_fn, margin, p, lam0, radius, kappa, labels_fixed: bool = False):
     r"""The dual in closed form, written so that autodiff returns a valid subgradient.
 

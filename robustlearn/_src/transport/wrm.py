@@ -21,6 +21,7 @@ gradient in :math:`\theta` is :math:`E[\nabla_\theta \ell(\theta; z^\star, y)]`
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any
 
@@ -101,6 +102,17 @@ def wrm_perturb(
     params = jax.lax.stop_gradient(params)
     gamma = jnp.minimum(jnp.asarray(gamma), _GAMMA_CAP)
     eta = 1.0 / (2.0 * gamma) if step_size is None else jnp.asarray(step_size)
+    args = (loss_fn, params, {**batch, input_key: x}, gamma, eta, ok)
+    try:
+        hash(loss_fn)
+    except TypeError:  # not usable as a static argument: traced in place (compiled per eager call)
+        return _ascend(*args, steps=int(steps), input_key=input_key)
+    return _ascend_jitted(*args, steps=int(steps), input_key=input_key)
+
+
+def _ascend(loss_fn, params, batch, gamma, eta, ok, *, steps: int, input_key: str):
+    """``steps`` gradient-ascent steps on the surrogate from ``batch[input_key]``: ``(z, phi)``."""
+    x = batch[input_key]
     axes = tuple(range(1, x.ndim))
 
     def surrogate(z):
@@ -111,8 +123,13 @@ def wrm_perturb(
         grad = jax.grad(lambda z: jnp.sum(surrogate(z)))(z)
         return z + eta * grad, None
 
-    z, _ = jax.lax.scan(ascend, x, None, length=int(steps))
+    z, _ = jax.lax.scan(ascend, x, None, length=steps)
     return z, jnp.where(ok, surrogate(z), jnp.nan)
+
+
+# Jitted with the loss function static: an eager call would otherwise trace and compile
+# its scan again every time (a loop of functions defined inside).
+_ascend_jitted = jax.jit(_ascend, static_argnames=("loss_fn", "steps", "input_key"))
 
 
 def wrm(gamma: float, *, steps: int = 15, step_size: float | None = None, input_key: str = "x") -> Objective:
