@@ -687,8 +687,8 @@ def _solve_impl(batch, stats, state, key, z0, l2, rtol, *, structure, loss, max_
 _STATIC = ("structure", "loss", "max_iter", "stages")
 _solve = jax.jit(_solve_impl, static_argnames=_STATIC)
 # Compiled for compilation speed (program_store.quick_jit; XLA:CPU options, so on the CPU
-# only), for processes without a persistent cache, up to QUICK_MAX_ELEMENTS entries of x: the first fit at 5·10⁴ × 20
-# took 0.8-1.7 s less (CVaR, χ², KL, Wasserstein), and still 0.15-1.5 s less at
-# 10⁶ × 20, where the slower code (CVaR 1.4×) nearly takes it back.
+# only), for processes without a persistent cache, up to QUICK_MAX_ELEMENTS entries of x:
+# the first fit at 5·10⁴ × 20 took 0.8-1.7 s less (CVaR, χ², KL, Wasserstein), and still
+# 0.15-1.5 s less at 10⁶ × 20, where the slower code (CVaR 1.4×) nearly takes it back.
 _solve_quick = program_store.quick_jit(_solve_impl, static_argnames=_STATIC)
 QUICK_MAX_ELEMENTS = 2**24

@@ -21,7 +21,6 @@ gradient in :math:`\theta` is :math:`E[\nabla_\theta \ell(\theta; z^\star, y)]`
 
 from __future__ import annotations
 
-import functools
 import numbers
 from typing import Any
 
