@@ -95,3 +95,36 @@ def test_an_unusable_first_slope_takes_the_derivative(df0):
         found = jax.jit(lambda: newton(lambda x: (f(x), ()), derivative, 0.0, -0.9, 3.0, tol=1e-15, df0=df0))()
         x = float(found.x)
     assert abs(x - root) <= 1e-14 and len(derivatives) >= 1, (x, derivatives)
+
+
+def _untrusted(name, x0, trust):
+    f, root, fprime = SECANT_FUNCTIONS[name]
+    evaluations = []
+
+    def evaluate(x):
+        jax.debug.callback(lambda: evaluations.append(1))
+        return f(x), ()
+
+    r = jax.jit(lambda: newton(evaluate, lambda x, e: fprime(x), x0, -1.0, 2.0, tol=1e-12, trust=trust))()
+    jax.block_until_ready(r.x)
+    return r, root, len(evaluations)
+
+
+@pytest.mark.parametrize("name", sorted(SECANT_FUNCTIONS))
+def test_untrusted_steps_close_the_bracket_one_evaluation_after_newton(name):
+    # trust=False (Cressie-Read with k > 2) stops only on a closed bracket: a Newton step
+    # below the tolerance goes 0.9 tolerances, past the root, and the bracket with the
+    # point before closes at once. The old overshoot of a full tolerance past the Newton
+    # point, with the bracket checked one evaluation late, took 2-3 more than Newton.
+    _, root, _ = _untrusted(name, 0.0, True)
+    extra = []
+    for x0 in np.linspace(root - 0.4, root + 0.6, 11):
+        _, _, n_trusted = _untrusted(name, float(x0), True)
+        r, _, n_untrusted = _untrusted(name, float(x0), False)
+        (x_lo, f_lo, _), (x_hi, f_hi, _) = r.low, r.high
+        assert abs(float(r.x) - root) <= 2e-12 * max(1.0, abs(root))
+        if float(f_lo) != 0 and float(f_hi) != 0:  # no exact hit: a bracket closed around the root
+            assert bool(r.have_low) and bool(r.have_high) and float(f_lo) < 0 < float(f_hi)
+            assert 0 < float(x_hi) - float(x_lo) <= 1e-12 * max(1.0, abs(float(r.x))) * (1 + 1e-9)
+        extra.append(n_untrusted - n_trusted)
+    assert max(extra) <= 1, extra
