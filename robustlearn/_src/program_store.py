@@ -249,9 +249,15 @@ def _key_text(jitted, args, static: dict) -> str:
     )
 
 
-def quick_jit(fun: Callable, **jit_kwargs) -> Callable:
-    """``jax.jit(fun, **jit_kwargs)`` compiled with :data:`QUICK_OPTIONS`, for :func:`call`'s ``quick``."""
-    return jax.jit(fun, compiler_options=QUICK_OPTIONS, **jit_kwargs)
+def quick_jit(fun: Callable, **jit_kwargs) -> Callable | None:
+    """``jax.jit(fun, **jit_kwargs)`` compiled with :data:`QUICK_OPTIONS`, for :func:`call`'s ``quick``.
+
+    None on a JAX whose ``jit`` takes no compiler options.
+    """
+    try:
+        return jax.jit(fun, compiler_options=QUICK_OPTIONS, **jit_kwargs)
+    except TypeError:
+        return None
 
 
 def _call_quick(quick, jitted, args: tuple, static: dict):
@@ -259,7 +265,7 @@ def _call_quick(quick, jitted, args: tuple, static: dict):
     if _quick_accepted is not False:
         try:
             out = quick(*args, **static)
-        except jax.errors.JaxRuntimeError as err:
+        except RuntimeError as err:  # jax.errors.JaxRuntimeError (XlaRuntimeError before)
             if "No such compile option" not in str(err):
                 raise
             _quick_accepted = False
