@@ -288,17 +288,11 @@ def call(jitted, args: tuple, static: dict, *, quick: Callable | None = None):
     ``jitted``.
     """
     directory = _directory()
-    if quick is not None and (directory is None or not jax.config.jax_enable_compilation_cache):
-        if not (jax.config.jax_disable_jit or any(_checks.is_traced(leaf) for leaf in jax.tree.leaves(args))):
+    cached = directory is not None and jax.config.jax_enable_compilation_cache
+    traced = any(_checks.is_traced(leaf) for leaf in jax.tree.leaves(args))
+    if not cached or jax.config.jax_disable_jit or jax.config.jax_debug_nans or jax.config.jax_debug_infs or traced:
+        if quick is not None and not cached and not (jax.config.jax_disable_jit or traced):
             return _call_quick(quick, jitted, args, static)
-    if (
-        directory is None
-        or not jax.config.jax_enable_compilation_cache
-        or jax.config.jax_disable_jit
-        or jax.config.jax_debug_nans
-        or jax.config.jax_debug_infs
-        or any(_checks.is_traced(leaf) for leaf in jax.tree.leaves(args))
-    ):
         return jitted(*args, **static)
     try:
         text = _key_text(jitted, args, static)

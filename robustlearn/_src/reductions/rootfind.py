@@ -76,7 +76,7 @@ def increasing_root(
 
 
 class _NewtonState(NamedTuple):
-    lo: jax.Array
+    lo: jax.Array  # the bracket, with x in it
     hi: jax.Array
     x: jax.Array
     f: jax.Array
@@ -205,6 +205,9 @@ def newton(
         by_step = trust & jnp.isfinite(df) & (jnp.abs(f) <= t * jnp.abs(df))
         return (f == 0) | by_step | (hi - lo <= t)
 
+    def bracket(x, f, lo, hi):  # the bracket with x in it
+        return jnp.where(f < 0, x, lo), jnp.where(f > 0, x, hi)
+
     def side(x, f, ex, low, high, have_low, have_high):
         is_low = f <= 0
         pick = lambda new, old, flag: jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)  # noqa: E731
@@ -217,13 +220,13 @@ def newton(
 
     done0 = converged(x0, f0, df0, lo, hi) | ~jnp.asarray(ok)
     point = (x0, f0, ex0)
+    lo0, hi0 = bracket(x0, f0, lo, hi)
     state = _NewtonState(
-        lo, hi, x0, f0, df0, ex0, width, jnp.zeros((), jnp.int32), done0, point, point, f0 <= 0, f0 > 0
+        lo0, hi0, x0, f0, df0, ex0, width, jnp.zeros((), jnp.int32), done0, point, point, f0 <= 0, f0 > 0
     )
 
     def step(s: _NewtonState, always_derivative: bool) -> _NewtonState:
-        lo = jnp.where(s.f < 0, s.x, s.lo)
-        hi = jnp.where(s.f > 0, s.x, s.hi)
+        lo, hi = s.lo, s.hi
         delta = s.f / s.df
         t_old = tolerance(s.x)
         # Without a trusted derivative, a Newton step below the tolerance goes 0.9 tolerances:
@@ -242,8 +245,7 @@ def newton(
         f, ex = evaluate(x)
         t = tolerance(x)
         # The bracket with the new point: closed now, not one evaluation later.
-        lo_x = jnp.where(f < 0, x, lo)
-        hi_x = jnp.where(f > 0, x, hi)
+        lo_x, hi_x = bracket(x, f, lo, hi)
         small_step = trust & use_newton & (jnp.abs(delta) <= jnp.maximum(jnp.abs(x), 1.0) / 64)
         # A NaN moves neither end of the bracket, so the step after a NaN bisects it; a NaN
         # there too would be retried at the same midpoint at every later step: stop.
@@ -270,7 +272,7 @@ def newton(
             df = jax.lax.cond(cheap_done, lambda: s.df, lambda: derivative(x, ex))
         done = cheap_done | converged(x, f, df, lo_x, hi_x)
         low, high, have_low, have_high = side(x, f, ex, s.low, s.high, s.have_low, s.have_high)
-        return _NewtonState(lo, hi, x, f, df, ex, jnp.abs(x - s.x), s.it + 1, done, low, high, have_low, have_high)
+        return _NewtonState(lo_x, hi_x, x, f, df, ex, jnp.abs(x - s.x), s.it + 1, done, low, high, have_low, have_high)
 
     def cond(s: _NewtonState):
         return (~s.done) & (s.it < max_iter)
