@@ -16,11 +16,14 @@ each compiled in ~0.5 s), so the run compiles for speed of compilation:
   which aborts the process on an unknown flag.
 * One persistent compilation cache, in a temporary directory, is shared by the xdist
   workers: a program one worker compiled is loaded by the other, and programs dropped by
-  ``jax.clear_caches()`` (below) are loaded back instead of compiled again.
+  ``jax.clear_caches()`` (below) are loaded back instead of compiled again. A run writes
+  ~2,500 programs there; with ``zstandard`` installed (a dev dependency) JAX compresses
+  each in ~0.6 ms instead of zlib's ~5.6 ms.
 """
 
 import os
 import shutil
+import sys
 import tempfile
 from importlib.metadata import version
 
@@ -69,9 +72,17 @@ def pytest_configure(config):
     enable_compilation_cache(os.environ[_CACHE_ENV], min_compile_seconds=0.0)
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     if getattr(config, "_robustlearn_cache_owner", False):
         shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
+    if hasattr(config, "workeroutput"):
+        # An xdist worker, after its last hook: every result has reached the controller
+        # (its "workerfinished" event). Exiting without the interpreter's teardown skips
+        # freeing thousands of compiled programs one by one (~4 s at the end of each run).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config.workeroutput.get("exitstatus", 0))
 
 
 # Each new example may compile new programs (a new size or hyperparameter): the default

@@ -40,7 +40,10 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None, *, min_
     the program is compiled once.
     As with JAX's cache, only point it at a directory you trust: loading a stored program
     runs its code. Neither cache evicts entries (each robustlearn or JAX version adds its
-    own, ~0.4 MB per stored solver); deleting the directory at any time is safe.
+    own, ~0.4 MB per stored solver); deleting the directory at any time is safe. JAX
+    compresses what it stores with zstd where the ``zstandard`` package is installed (or
+    on Python ≥ 3.14), else with zlib, which took 5.6 ms against 0.6 ms for a 0.4 MB
+    program here: ``pip install zstandard`` where many programs are compiled.
 
     If the cache directory was already set (by the user, or by an earlier call), it is left
     as it is. Setting the environment variable ``ROBUSTLEARN_COMPILATION_CACHE``
