@@ -145,7 +145,7 @@ def test_masked_equals_sliced(case, losses, data):
 TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"  # jax's event for each trace of a jitted function
 
 
-def test_a_mask_weights_or_both_are_one_compiled_program():
+def test_a_mask_weights_or_both_are_one_compiled_program(monkeypatch):
     # where= folds into the weights: an eager call with a mask, with weights or with both
     # traces (and compiles) the reduction's program once, not once per dtype of the weights.
     rng = np.random.default_rng(4)
@@ -158,9 +158,10 @@ def test_a_mask_weights_or_both_are_one_compiled_program():
         if event == TRACE_EVENT and kwargs.get("fun_name") == "run":
             traced.append(duration)
 
-    # An earlier test may have traced this shape already: a new jitted reduction traces
-    # afresh (emptying all of JAX's caches instead costs ~2 s, and every later test reloads).
-    engine._compiled.cache_clear()
+    # An earlier test may have traced this shape already: the reductions' jit cache is
+    # swapped for an empty one for this test, so the call traces afresh, and restored after
+    # (emptying JAX's caches instead cost ~2 s and made the worker's later tests retrace).
+    monkeypatch.setattr(engine, "_compiled", functools.cache(engine._compiled.__wrapped__))
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
         calls = ({"where": mask}, {"weights": w}, {"weights": w, "where": mask})
