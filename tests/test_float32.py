@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import robustlearn as rl
-from robustlearn._src.reductions import engine, kernels
+from robustlearn._src.reductions import engine, kernels, rootfind
 from tests import _references as ref
 from tests.strategies import CASE_IDS, CASES
 
@@ -348,6 +348,50 @@ def test_real_subsample_path_at_600k_in_float32(case, dist):
     l64 = losses.astype(np.float64)
     expected = ref.value(case.name, l64, np.full(len(l64), 1 / len(l64)), case.hyper)
     assert abs(value - expected) <= TOL32 * float(np.abs(l64).max())
+
+
+def _root_with_sides(d_lo, d_hi):
+    """A converged :class:`Root` whose two sides, 1e-7 apart, have mean losses -1e-3 + d_lo and -1e-3 + d_hi."""
+    side = lambda x, f, v: (jnp.float32(x), jnp.float32(f), (jnp.float32(1), jnp.float32(v)))  # noqa: E731
+    low, high = side(0.5, -1e-3, -1e-3 + d_lo), side(0.5 + 1e-7, 2e-3, -1e-3 + d_hi)
+    return rootfind.Root(high[0], high[2], jnp.asarray(True), low, high, jnp.asarray(True), jnp.asarray(True), 1.0)
+
+
+@pytest.mark.parametrize(("d_hi", "mixed"), [(0.5, False), (0.9, False), (1.5, True), (30.0, True)])
+def test_the_two_sides_are_mixed_only_when_their_mean_losses_differ(d_hi, mixed):
+    # The weights pass evaluates both sides of the root (two passes over the data) only when
+    # their mean losses differ by more than the tolerance (4 eps here): otherwise the last
+    # point's weights have the value's mean loss within that tolerance.
+    tol = 4 * EPS32
+    vz = -1e-3 + d_hi * tol / 3  # the dual value, a third of the way from the low side
+    _, (use, theta, final, _, _) = kernels._solution(
+        _root_with_sides(0.0, d_hi * tol), tol, lambda x, e: jnp.float32(vz), lambda x, e: e[1] / e[0]
+    )
+    assert bool(use) == mixed
+    assert float(theta) == pytest.approx(1 / 3, rel=1e-3)  # reported either way
+    assert float(final[0]) == pytest.approx(0.5 + 1e-7)
+
+
+@pytest.mark.parametrize(
+    ("name", "hyper"),
+    [
+        ("kl", {"radius": 1.0}),
+        ("cressie_read", {"radius": 1.0, "k": 1.5}),
+        ("cressie_read", {"radius": 0.3, "k": 3.0}),
+        ("chi_square", {"radius": 0.5}),
+    ],
+)
+def test_weights_mean_is_the_value_in_float32(name, hyper):
+    # The weights' mean loss against the value, both from one float32 solve of 20,000 normal
+    # losses (subsample-started): within a few roundings of z (4 eps of the range; 1.1-4.0
+    # measured), whether or not the weights pass mixed the two sides of the root.
+    losses = np.random.default_rng(3).normal(size=20_000).astype(np.float32)
+    with jax.enable_x64(False):
+        value, q = jax.value_and_grad(lambda x: getattr(rl, name)(x, **hyper))(jnp.asarray(losses))
+    q = np.asarray(q, np.float64)
+    spread = float(losses.max() - losses.min())
+    assert abs(q.sum() - 1) <= 8 * EPS32
+    assert abs(q @ losses.astype(np.float64) - float(value)) <= 8 * EPS32 * spread
 
 
 def _cressie_read_start_and_root(losses, rho, k):
