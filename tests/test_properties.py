@@ -172,6 +172,29 @@ def test_a_mask_weights_or_both_are_one_compiled_program(monkeypatch):
     assert values[0] == pytest.approx(float(rl.kl(losses[mask], 0.3)), rel=1e-12)
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weighted"])
+def test_a_differentiated_reduction_solves_once_for_value_and_weights(monkeypatch, weighted):
+    # The derivative rule sits outside the jitted programs: a gradient traces one solve
+    # (value and weights together), not the value-only solve beside it.
+    losses = jnp.asarray(np.random.default_rng(5).normal(size=(3, 13)))
+    w = jnp.asarray(np.random.default_rng(6).uniform(0.5, 2.0, size=(3, 13))) if weighted else None
+    solves = []
+    solve = engine._solve
+
+    def counting(kernel, path, want_weights, *args):
+        solves.append(want_weights)
+        return solve(kernel, path, want_weights, *args)
+
+    monkeypatch.setattr(engine, "_compiled", functools.cache(engine._compiled.__wrapped__))
+    monkeypatch.setattr(engine, "_solve", counting)
+    f = lambda x: jnp.sum(rl.chi_square(x, 0.5, axis=1, weights=w) * jnp.arange(1.0, 4.0))  # noqa: E731
+    value, grad = jax.jit(jax.value_and_grad(f))(losses)
+    assert solves == [True]
+    q = rl.chi_square_weights(losses, 0.5, axis=1, weights=w)
+    np.testing.assert_allclose(grad, q * jnp.arange(1.0, 4.0)[:, None], rtol=1e-12, atol=1e-15)
+    assert float(value) == pytest.approx(float(f(losses)), rel=1e-12)
+
+
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_integer_weights_equal_repeated_examples(case):
     losses = np.array([0.1, 2.0, -0.5, 1.2])

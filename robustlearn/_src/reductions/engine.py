@@ -396,21 +396,6 @@ def solve_standard(kernel, path: Path, want_weights: bool, losses, w, *hyper):
     return value, q
 
 
-def _value_fn(kernel, path: Path):
-    """1-D value with the Danskin derivative d value / d losses = q (one solve for both)."""
-
-    @jax.custom_jvp
-    def value(losses, w, *hyper):
-        return _solve(kernel, path, False, losses, w, *hyper)[0]
-
-    @value.defjvp
-    def value_jvp(primals, tangents):
-        v, q = _solve(kernel, path, True, *primals)
-        return v, jnp.sum(q * tangents[0]).astype(v.dtype)
-
-    return value
-
-
 def _cast(h, dtype):
     """Casts a hyperparameter to ``dtype`` with limits: nonzero magnitudes are kept in
     ``[tiny, max]`` of ``dtype`` instead of flushing to 0 or overflowing to inf."""
@@ -435,20 +420,47 @@ def _compiled(
     weighted: bool,
     path: Path,
 ):
-    """The jitted reduction (or its weights) over ``axes``, batched over the other axes."""
+    """The jitted reduction (or its weights) over ``axes``, batched over the other axes.
+
+    The value's derivative rule sits outside the jitted programs: differentiated, the value
+    is one call of the program that solves once for the value and the weights, and nothing
+    traces the value-only program or differentiates through a solve (the rule inside the
+    program made every differentiated call trace the solve twice and linearize it).
+    """
     k = as_kernel(kernel)
     if want_weights:
-        fn = lambda *args: _solve(k, path, True, *args)[1]  # noqa: E731
-        out_core = "->(n)"
-    else:
-        fn = _value_fn(k, path)
-        out_core = "->()"
+        return _batched(k, n_hyper, "weights", axes, ndim, weighted, path)
+    value = _batched(k, n_hyper, "value", axes, ndim, weighted, path)
+    both = _batched(k, n_hyper, "both", axes, ndim, weighted, path)
+
+    @jax.custom_jvp
+    def reduction(losses, weights, ok, *hyper):
+        return value(losses, weights, ok, *hyper)
+
+    @reduction.defjvp
+    def reduction_jvp(primals, tangents):
+        # Danskin: d value = sum_i q_i d l_i; the nominal weights and the hyperparameters are
+        # constants for differentiation.
+        v, q = both(*primals)
+        dv = jnp.sum(q * tangents[0], axis=axes).astype(v.dtype)
+        return v, jnp.where(primals[2], dv, 0)
+
+    return reduction
+
+
+def _batched(k, n_hyper: int, out: str, axes, ndim: int, weighted: bool, path: Path):
+    """The jitted solve over ``axes``, batched over the other axes: ``out`` is ``"value"``,
+    ``"weights"`` (shaped like the losses) or ``"both"``."""
+    want_weights = out != "value"
+    core_out = {"value": "->()", "weights": "->(n)", "both": "->(),(n)"}[out]
+    pick = {"value": lambda r: r[0], "weights": lambda r: r[1], "both": lambda r: r}[out]
+    fn = lambda *args: pick(_solve(k, path, want_weights, *args))  # noqa: E731
     w_core = "(n)" if weighted else "()"
-    signature = "(n)," + w_core + ",()" * n_hyper + out_core
+    signature = "(n)," + w_core + ",()" * n_hyper + core_out
     if weighted:
         vectorized = jnp.vectorize(fn, signature=signature)
     else:
-        core_signature = "(n)" + ",()" * n_hyper + out_core
+        core_signature = "(n)" + ",()" * n_hyper + core_out
         core = jnp.vectorize(lambda losses, *hyper: fn(losses, None, *hyper), signature=core_signature)
         vectorized = lambda losses, w, *hyper: core(losses, *hyper)  # noqa: E731
     last = tuple(range(ndim - len(axes), ndim))
@@ -467,10 +479,17 @@ def _compiled(
             w, _ = to_vectors(jax.lax.stop_gradient(weights.astype(compute)))
         hyper = tuple(jax.lax.stop_gradient(_cast(h, compute)) for h in hyper)
         flat, moved_shape = to_vectors(losses.astype(compute))
-        out = vectorized(flat, w, *hyper)
-        if want_weights:
-            out = jnp.moveaxis(jax.lax.stop_gradient(out).reshape(moved_shape), last, axes)
-        return jnp.where(ok, out, jnp.nan).astype(losses.dtype)
+        result = vectorized(flat, w, *hyper)
+        value, q = (result, None) if out == "value" else (None, result) if out == "weights" else result
+        outputs = []
+        if value is not None:
+            outputs.append(jnp.where(ok, value, jnp.nan).astype(losses.dtype))
+        if q is not None:
+            q = jnp.moveaxis(q.reshape(moved_shape), last, axes)
+            if out == "weights":
+                q = jax.lax.stop_gradient(q)  # the weights are not differentiated
+            outputs.append(jnp.where(ok, q, jnp.nan).astype(losses.dtype))
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     return jax.jit(run)
 

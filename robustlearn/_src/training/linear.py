@@ -101,7 +101,9 @@ def _lbfgs(fun, x0, max_iter: int, rtol, memory: int = 10, max_backtracks: int =
     dtype = flat0.dtype
     dim = flat0.shape[0]
     value_and_grad = jax.value_and_grad(lambda v: fun(unravel(v)), has_aux=True)
-    aux_shape = jax.eval_shape(fun, x0)[1]
+    # Through value_and_grad: the trace of the loop's body then finds the objective's programs
+    # traced (a reduction differentiated is another program than its value alone).
+    aux_shape = jax.eval_shape(value_and_grad, flat0)[0][1]
     c1 = 1e-4
 
     def direction(g, s_mem, y_mem, rho, count):
