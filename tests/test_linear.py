@@ -600,3 +600,16 @@ INF_X[0, 0] = np.inf
 def test_bad_inputs_raise_clear_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
         _bad(**kwargs)
+
+
+def test_softmax_losses_match_optax():
+    # fit_linear writes the softmax cross-entropy out, so that importing it does not import optax.
+    import optax  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, 5)), rng.integers(0, 3, size=40)
+    params = {"w": jnp.asarray(rng.normal(size=(5, 3)) * 4), "b": jnp.asarray(rng.normal(size=3))}
+    got = rl.train.linear_losses(params, jnp.asarray(x), jnp.asarray(y), "softmax")
+    scores = x @ np.asarray(params["w"]) + np.asarray(params["b"])
+    np.testing.assert_allclose(got, optax.softmax_cross_entropy_with_integer_labels(scores, y), rtol=1e-13)
+    np.testing.assert_allclose(got, special.logsumexp(scores, axis=1) - scores[np.arange(40), y], rtol=1e-12)

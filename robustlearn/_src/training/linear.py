@@ -79,8 +79,8 @@ def linear_losses(params, x, y, loss: str):
     if loss == "logistic":
         return jax.nn.softplus(-(2 * y - 1) * scores)
     if loss == "softmax":
-        # -log softmax(scores)[y]; written out so that fit_linear does not import optax
-        # (0.1 s of a first fit in a fresh process).
+        # -log softmax(scores)[y]; written out so that importing robustlearn.train (and
+        # robustlearn.estimators) does not import optax (~0.05-0.1 s).
         label = jnp.take_along_axis(scores, jnp.expand_dims(y, -1), axis=-1)[..., 0]
         return jax.nn.logsumexp(scores, axis=-1) - label
     return 0.5 * (scores - y) ** 2
