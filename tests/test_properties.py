@@ -195,6 +195,20 @@ def test_a_differentiated_reduction_solves_once_for_value_and_weights(monkeypatc
     assert float(value) == pytest.approx(float(f(losses)), rel=1e-12)
 
 
+@pytest.mark.parametrize("name", ["kl", "cvar"])
+def test_second_derivatives_raise_instead_of_a_wrong_hessian(name):
+    # The weights' own derivative is not implemented: differentiated through the solve they
+    # gave a Hessian of 0 (KL) or NaN (CVaR). First derivatives in both modes still work.
+    case = next(c for c in CASES if c.name == name)
+    losses = jnp.asarray(np.random.default_rng(7).normal(size=6))
+    f = lambda x: case.value(x, **case.hyper)  # noqa: E731
+    with pytest.raises(NotImplementedError, match="first derivatives only"):
+        jax.hessian(f)(losses)
+    q = case.weights(losses, **case.hyper)
+    np.testing.assert_allclose(jax.jacfwd(f)(losses), q, atol=1e-12)
+    np.testing.assert_allclose(jax.grad(f)(losses), q, atol=1e-12)
+
+
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_integer_weights_equal_repeated_examples(case):
     losses = np.array([0.1, 2.0, -0.5, 1.2])

@@ -14,7 +14,9 @@ Shared behaviour (documented once here, pinned by the tests):
   internally in at least float32.
 * ``weights`` (finite, non-negative) and ``where`` (boolean) broadcast to the
   shape of ``losses``. Gradients flow to ``losses`` only; ``weights`` and the
-  hyperparameters are treated as constants.
+  hyperparameters are treated as constants. First derivatives only, in forward and
+  reverse mode: a second derivative (``jax.hessian``, a jvp of a grad) raises
+  ``NotImplementedError``, as the weights' own derivative is not implemented.
 * ``axis`` is an int, a tuple of ints, or None (every axis, a scalar result, as
   ``losses.mean()``). An array with no examples along the reduced axes raises
   ``ValueError``.

@@ -442,10 +442,28 @@ def _compiled(
         # Danskin: d value = sum_i q_i d l_i; the nominal weights and the hyperparameters are
         # constants for differentiation.
         v, q = both(*primals)
-        dv = jnp.sum(q * tangents[0], axis=axes).astype(v.dtype)
+        dv = jnp.sum(_first_order_only(q) * tangents[0], axis=axes).astype(v.dtype)
         return v, jnp.where(primals[2], dv, 0)
 
     return reduction
+
+
+@jax.custom_jvp
+def _first_order_only(q):
+    """``q``, with an error instead of a derivative: differentiated through its solve, the
+    weights gave a Hessian of 0 (KL, chi-square) or NaN (CVaR), which is wrong."""
+    return q
+
+
+@_first_order_only.defjvp
+def _first_order_only_jvp(primals, tangents):
+    del primals, tangents
+    raise NotImplementedError(
+        "robustlearn's reductions have first derivatives only: the derivative of the value with "
+        "respect to the losses is the worst-case weights (Danskin's theorem), and the weights' "
+        "own derivative is not implemented, so second derivatives (jax.hessian, a jvp of a grad) "
+        "of a reduction are not available."
+    )
 
 
 def _batched(k, n_hyper: int, out: str, axes, ndim: int, weighted: bool, path: Path):
