@@ -158,10 +158,11 @@ def test_a_mask_weights_or_both_are_one_compiled_program(monkeypatch):
         if event == TRACE_EVENT and kwargs.get("fun_name") == "run":
             traced.append(duration)
 
-    # An earlier test may have traced this shape already: the reductions' jit cache is
-    # swapped for an empty one for this test, so the call traces afresh, and restored after
+    # An earlier test may have traced this shape already: the reductions' jit caches are
+    # swapped for empty ones for this test, so the call traces afresh, and restored after
     # (emptying JAX's caches instead cost ~2 s and made the worker's later tests retrace).
-    monkeypatch.setattr(engine, "_compiled", functools.cache(engine._compiled.__wrapped__))
+    for cached in ("_compiled", "_batched"):
+        monkeypatch.setattr(engine, cached, functools.cache(getattr(engine, cached).__wrapped__))
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
         calls = ({"where": mask}, {"weights": w}, {"weights": w, "where": mask})
@@ -185,7 +186,8 @@ def test_a_differentiated_reduction_solves_once_for_value_and_weights(monkeypatc
         solves.append(want_weights)
         return solve(kernel, path, want_weights, *args)
 
-    monkeypatch.setattr(engine, "_compiled", functools.cache(engine._compiled.__wrapped__))
+    for cached in ("_compiled", "_batched"):
+        monkeypatch.setattr(engine, cached, functools.cache(getattr(engine, cached).__wrapped__))
     monkeypatch.setattr(engine, "_solve", counting)
     f = lambda x: jnp.sum(rl.chi_square(x, 0.5, axis=1, weights=w) * jnp.arange(1.0, 4.0))  # noqa: E731
     value, grad = jax.jit(jax.value_and_grad(f))(losses)

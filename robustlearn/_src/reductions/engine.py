@@ -427,11 +427,11 @@ def _compiled(
     traces the value-only program or differentiates through a solve (the rule inside the
     program made every differentiated call trace the solve twice and linearize it).
     """
-    k = as_kernel(kernel)
+    both = _batched(kernel, n_hyper, True, axes, ndim, weighted, path)
     if want_weights:
-        return _batched(k, n_hyper, "weights", axes, ndim, weighted, path)
-    value = _batched(k, n_hyper, "value", axes, ndim, weighted, path)
-    both = _batched(k, n_hyper, "both", axes, ndim, weighted, path)
+        # The program the value's derivative runs (its value is a scalar more).
+        return lambda *args: jax.lax.stop_gradient(both(*args)[1])
+    value = _batched(kernel, n_hyper, False, axes, ndim, weighted, path)
 
     @jax.custom_jvp
     def reduction(losses, weights, ok, *hyper):
@@ -466,13 +466,14 @@ def _first_order_only_jvp(primals, tangents):
     )
 
 
-def _batched(k, n_hyper: int, out: str, axes, ndim: int, weighted: bool, path: Path):
-    """The jitted solve over ``axes``, batched over the other axes: ``out`` is ``"value"``,
-    ``"weights"`` (shaped like the losses) or ``"both"``."""
-    want_weights = out != "value"
-    core_out = {"value": "->()", "weights": "->(n)", "both": "->(),(n)"}[out]
-    pick = {"value": lambda r: r[0], "weights": lambda r: r[1], "both": lambda r: r}[out]
-    fn = lambda *args: pick(_solve(k, path, want_weights, *args))  # noqa: E731
+@functools.cache
+def _batched(kernel, n_hyper: int, want_weights: bool, axes, ndim: int, weighted: bool, path: Path):
+    """The jitted solve over ``axes``, batched over the other axes: the value, or the value
+    and the weights (shaped like the losses). Shared by the weights and the value's
+    derivative, so a shape traced for one is traced for both."""
+    k = as_kernel(kernel)
+    fn = lambda *args: _solve(k, path, want_weights, *args)[: 1 + want_weights]  # noqa: E731
+    core_out = "->(),(n)" if want_weights else "->()"
     w_core = "(n)" if weighted else "()"
     signature = "(n)," + w_core + ",()" * n_hyper + core_out
     if weighted:
@@ -497,17 +498,12 @@ def _batched(k, n_hyper: int, out: str, axes, ndim: int, weighted: bool, path: P
             w, _ = to_vectors(jax.lax.stop_gradient(weights.astype(compute)))
         hyper = tuple(jax.lax.stop_gradient(_cast(h, compute)) for h in hyper)
         flat, moved_shape = to_vectors(losses.astype(compute))
-        result = vectorized(flat, w, *hyper)
-        value, q = (result, None) if out == "value" else (None, result) if out == "weights" else result
-        outputs = []
-        if value is not None:
-            outputs.append(jnp.where(ok, value, jnp.nan).astype(losses.dtype))
-        if q is not None:
-            q = jnp.moveaxis(q.reshape(moved_shape), last, axes)
-            if out == "weights":
-                q = jax.lax.stop_gradient(q)  # the weights are not differentiated
-            outputs.append(jnp.where(ok, q, jnp.nan).astype(losses.dtype))
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+        value, *q = vectorized(flat, w, *hyper)
+        value = jnp.where(ok, value, jnp.nan).astype(losses.dtype)
+        if not want_weights:
+            return value
+        q = jnp.moveaxis(q[0].reshape(moved_shape), last, axes)
+        return value, jnp.where(ok, q, jnp.nan).astype(losses.dtype)
 
     return jax.jit(run)
 
