@@ -549,3 +549,58 @@ def test_kl_penalty_value_without_weights_is_nan_for_a_non_finite_loss(bad):
     with jax.enable_x64(False):
         assert np.isnan(float(jax.jit(rl.kl_penalty)(losses, np.float32(0.5))))
         assert np.isnan(float(rl.kl_penalty(losses, 0.5, weights=np.ones_like(losses))))
+
+
+def _evaluations_of_a_solve(name, hyper, losses):
+    """Evaluations of the float32 root finder solving ``name``'s dual on ``losses`` from its analytic start."""
+    calls = []
+    real = kernels.newton
+
+    def counting(evaluate, derivative, *args, **kw):
+        def evaluate_counted(x):
+            jax.debug.callback(lambda: calls.append(1))
+            return evaluate(x)
+
+        return real(evaluate_counted, derivative, *args, **kw)
+
+    def solve(losses):
+        d = engine._data(losses, None, 0)[0]
+        if name == "kl":
+            rho = jnp.float32(hyper["radius"])
+            return kernels.KlKernel._root(d, rho, kernels.KlKernel._analytic(rho)(d)).x
+        cr = kernels.CressieReadKernel
+        rho, kappa = jnp.float32(hyper["radius"]), cr._kappa(jnp.float32(hyper["k"]), jnp.float32)
+        a, lc = 1 / kappa, kernels._cr_log_c_times(1 + kappa, kappa, rho)
+        return cr._root(d, lc, a, cr._analytic(rho, a)(d)).x
+
+    kernels.newton = counting
+    try:
+        with jax.enable_x64(False):
+            jax.block_until_ready(jax.jit(solve)(jnp.asarray(losses, jnp.float32)))
+            jax.effects_barrier()
+    finally:
+        kernels.newton = real
+    return len(calls)
+
+
+@pytest.mark.parametrize(
+    ("name", "hyper", "dist", "seed"),
+    [
+        ("cressie_read", {"radius": 0.05, "k": 6.0}, "normal", 2),  # 101 evaluations: the cap
+        ("cressie_read", {"radius": 0.05, "k": 1.2}, "exponential", 1),  # 31
+        ("kl", {"radius": 0.1}, "exponential", 0),  # 32
+    ],
+)
+def test_a_solve_with_f_at_its_rounding_ends_in_a_few_evaluations(name, hyper, dist, seed):
+    # Near the root f is at its float32 rounding. Under XLA's default code generator
+    # (tests/test_codegen.py runs this test there) these solves cycled until the cap or
+    # bisected the bracket from its far end: its two ends, updated in separate fusions, saw
+    # f rounded to opposite signs, so neither moved. Under the suite's quick generator the
+    # second one still did (31 evaluations): a Newton step within a few tolerances that did
+    # not halve the one before bisected the bracket. 8-10 evaluations now.
+    losses = getattr(np.random.default_rng(seed), dist)(size=1024).astype(np.float32)
+    assert _evaluations_of_a_solve(name, hyper, losses) <= 16
+    with jax.enable_x64(False):
+        value = float(getattr(rl, name)(jnp.asarray(losses), **hyper))
+    expected = float(getattr(rl, name)(jnp.asarray(losses, jnp.float64), **hyper))
+    assert abs(value - expected) <= TOL32 * float(np.abs(losses).max())

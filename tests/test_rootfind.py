@@ -128,3 +128,30 @@ def test_untrusted_steps_close_the_bracket_one_evaluation_after_newton(name):
             assert 0 < float(x_hi) - float(x_lo) <= 1e-12 * max(1.0, abs(float(r.x))) * (1 + 1e-9)
         extra.append(n_untrusted - n_trusted)
     assert max(extra) <= 1, extra
+
+
+def _wobbling(x0):
+    """Root of ``0.02 (x - 0.3)`` plus a wobble of 1e-7 (f at its float32 rounding) in [-32, 32]."""
+    calls = []
+
+    def evaluate(x):
+        jax.debug.callback(lambda: calls.append(1))
+        return 0.02 * (x - 0.3) + 1e-7 * jnp.sin(1e9 * x), ()
+
+    with jax.enable_x64(True):
+        derivative = lambda x, extras: jnp.full_like(x, 0.02)  # noqa: E731
+        found = jax.jit(lambda: newton(evaluate, derivative, jnp.float64(x0), -32.0, 32.0, tol=4.8e-7))()
+        x = float(found.x)
+    jax.effects_barrier()
+    return x, len(calls)
+
+
+@pytest.mark.parametrize("x0", [0.0, 0.5, 5.0])
+def test_steps_at_the_rounding_of_f_do_not_bisect_the_whole_bracket(x0):
+    # Every point on one side of the root: the bracket's far end is still the search limit.
+    # Near the root the wobble moves each Newton step by a few tolerances, so a step need
+    # not halve the one before there; such a step used to trigger a bisection of the whole
+    # bracket, and 20 more back to the root (29-30 evaluations from 0 and 0.5).
+    x, evaluations = _wobbling(x0)
+    assert abs(x - 0.3) <= 1e-5  # the wobble makes a root anywhere within 1e-7 / 0.02
+    assert evaluations <= 10, evaluations
