@@ -4,8 +4,9 @@ import pytest
 
 from benchmarks import quick_compare
 from benchmarks.perf import __main__ as perf_cli
-from benchmarks.perf import p1_linear, p2_minibatch, p3_reductions, p5_devices, p6_trainer
+from benchmarks.perf import evaluations, p1_linear, p2_minibatch, p3_reductions, p5_devices, p6_trainer
 from robustlearn import objectives
+from robustlearn._src.reductions import engine, kernels
 
 
 def _rows(text, header):
@@ -105,3 +106,12 @@ def test_interleaved_medians_calls_every_function_in_every_round():
     medians = interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
     assert calls == ["a", "b"] * 4  # one warm-up round, then 3 interleaved rounds
     assert set(medians) == {"a", "b"} and all(m >= 0 for m in medians.values())
+
+
+@pytest.mark.parametrize("full_passes", [False, True])
+def test_evaluation_counts_are_positive_and_the_library_is_restored(full_passes):
+    newton, e = kernels.newton, engine.Data.E
+    rows = evaluations.count(64, "float64", full_passes, problems=[("kl", (1.0,))])
+    assert kernels.newton is newton and engine.Data.E is e
+    ((label, counts),) = rows
+    assert label == "kl(1.0,)" and len(counts) == 21 and min(counts) >= 2, counts
