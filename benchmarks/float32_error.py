@@ -8,7 +8,14 @@ in [1e-2, 10], k in [1.1, 5]; TV radius in [0, 1]). Extreme rows: the float32 ta
 range, weights and losses at the float32 limits), each against its reference or documented
 limit. The float32 reference is the float64 optimum of the float32-rounded problem.
 
-    python -m benchmarks.float32_error [--problems 40] [--seed 0]
+Weights (the gradient, ``--weights``): each reduction's float32 gradient against its
+float64 gradient on the float32-rounded losses (the float64 weights are checked against
+the references by the tests), on the 21 vectors of 1,024 losses of
+``benchmarks.perf.evaluations`` (7 distributions, 3 seeds), at a few hyperparameters:
+the largest and the median over vectors of ``max_i |q32_i - q64_i| / max_i q64_i``, in
+float32 eps.
+
+    python -m benchmarks.float32_error [--problems 40] [--seed 0] [--weights]
 """
 
 from __future__ import annotations
@@ -71,10 +78,45 @@ def extreme_errors() -> dict[str, tuple[float, str]]:
     return worst
 
 
+WEIGHT_GRID = {
+    "cvar": [{"alpha": 0.05}, {"alpha": 0.5}],
+    "chi_square": [{"radius": r} for r in (0.01, 0.1, 1.0)],
+    "kl": [{"radius": r} for r in (0.01, 0.1, 1.0)],
+    "cressie_read": [{"radius": r, "k": k} for k in (1.5, 4.0) for r in (0.01, 0.1, 1.0)],
+    "tv": [{"radius": 0.1}, {"radius": 0.5}],
+    "chi_square_penalty": [{"lam": 0.1}, {"lam": 1.0}],
+    "kl_penalty": [{"lam": 0.1}, {"lam": 1.0}],
+}
+
+
+def weights_errors() -> list[tuple[str, dict, float, float]]:
+    """``(reduction, hyper, largest, median)`` of the float32 weights' error, in eps of the largest weight."""
+    from benchmarks.perf.evaluations import DISTRIBUTIONS, SEEDS  # noqa: PLC0415
+
+    vectors = []
+    for seed in SEEDS:
+        g = np.random.default_rng(seed)
+        vectors += [draw(g, 1024).astype(np.float32) for draw in DISTRIBUTIONS.values()]
+    rows = []
+    for case in CASES:
+        for hyper in WEIGHT_GRID.get(case.name, []):
+            grad = jax.jit(jax.grad(lambda x, hyper=hyper, case=case: case.value(x, **hyper)))
+            errors = []
+            for losses in vectors:
+                with jax.enable_x64(False):
+                    q32 = np.asarray(grad(losses), np.float64)
+                with jax.enable_x64(True):
+                    q64 = np.asarray(grad(losses.astype(np.float64)))
+                errors.append(float(np.max(np.abs(q32 - q64)) / np.max(q64)) / EPS32)
+            rows.append((case.name, hyper, max(errors), float(np.median(errors))))
+    return rows
+
+
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", action="store_true", help="also the weights' error on 1,024 losses")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     extreme = extreme_errors()
@@ -89,6 +131,16 @@ def main(argv=None) -> str:
         e32, e64 = random_errors(case, args.problems, args.seed)
         x, label = extreme.get(case.name, (float("nan"), "-"))
         lines.append(f"| {case.name} | {e32:.1e} | {e64:.1e} | {x:.1e} | {label} |")
+    if args.weights:
+        lines += [
+            "",
+            "Float32 weights against float64, max_i |q32 - q64| / max q64 in eps, 21 vectors of 1,024 losses",
+            "",
+            "| reduction | hyperparameters | largest | median |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, hyper, worst, median in weights_errors():
+            lines.append(f"| {name} | {hyper} | {worst:.1f} | {median:.1f} |")
     lines.append(f"\n({time.perf_counter() - start:.0f} s)")
     text = "\n".join(lines)
     print(text)
