@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks import quick_compare
+from benchmarks import float32_error, quick_compare
 from benchmarks.perf import __main__ as perf_cli
 from benchmarks.perf import evaluations, p1_linear, p2_minibatch, p3_reductions, p5_devices, p6_trainer
 from robustlearn import objectives
@@ -115,3 +115,10 @@ def test_evaluation_counts_are_positive_and_the_library_is_restored(full_passes)
     assert kernels.newton is newton and engine.Data.E is e
     ((label, counts),) = rows
     assert label == "kl(1.0,)" and len(counts) == 21 and min(counts) >= 2, counts
+
+
+def test_float32_weights_errors_are_measured_per_hyperparameter(monkeypatch):
+    monkeypatch.setattr(float32_error, "WEIGHT_GRID", {"kl": [{"radius": 1.0}]})
+    ((name, hyper, worst, median),) = float32_error.weights_errors()
+    assert (name, hyper) == ("kl", {"radius": 1.0})
+    assert 0 <= median <= worst <= 16, (median, worst)  # 6.5 and 3.5 eps measured
