@@ -176,6 +176,12 @@ class ErmKernel:
 # ----------------------------------------------------------------------- KL penalty
 
 
+def _fresh_about(d, salt, shift):
+    """``(z - shift, s)``: :meth:`Data.fresh`'s standardized losses about ``shift`` (``None``: 0)."""
+    z, s = d.fresh(salt)
+    return (z if shift is None else z - s(shift)), s
+
+
 def _tilt_sums(d, beta, shift=None, near=None):
     """``(A, log A)`` with ``A = E_p exp(beta z)``: by ``expm1``/``log1p`` when ``beta <= 1``.
 
@@ -190,8 +196,8 @@ def _tilt_sums(d, beta, shift=None, near=None):
     """
 
     def large(beta):
-        z, s = d.fresh(beta)
-        a = d.E(jnp.exp(s(beta) * (z if shift is None else z - s(shift))))
+        y, s = _fresh_about(d, beta, shift)
+        a = d.E(jnp.exp(s(beta) * y))
         return a, jnp.log(a)
 
     near = beta <= 1 if near is None else near
@@ -200,8 +206,8 @@ def _tilt_sums(d, beta, shift=None, near=None):
 
 def _tilt_by_expm1(d, beta, shift=None):
     """``(A, log A)`` of :func:`_tilt_sums` for ``beta <= 1``: ``1 + E expm1(beta z)``, ``log1p``."""
-    z, s = d.fresh(beta)
-    sm1 = d.E(jnp.expm1(s(beta) * (z if shift is None else z - s(shift))))
+    y, s = _fresh_about(d, beta, shift)
+    sm1 = d.E(jnp.expm1(s(beta) * y))
     return 1 + sm1, jnp.log1p(sm1)
 
 
@@ -467,16 +473,14 @@ class KlKernel:
             shift = jnp.where(shifted, c, 0)  # y = z - shift: e^{beta y} <= e^{beta}
             near = (beta <= 1) | (shifted & (4 * beta * sigma <= 1))  # A_y - 1 ~ (beta sigma)^2 / 2
             a, log_a = _tilt_sums(d, beta, shift, near)
-            z, s = d.fresh(u)
-            y = z - s(shift)
+            y, s = _fresh_about(d, u, shift)
             b = d.E(y * jnp.exp(s(beta) * y))
             return beta * (b / a) - log_a - rho, (a, b, log_a, shift)
 
         def derivative(u, ab):
             a, b, _, shift = ab
             beta = jnp.exp(u)
-            z, s = d.fresh(u)
-            y = z - s(shift)
+            y, s = _fresh_about(d, u, shift)
             c2 = d.E(y * y * jnp.exp(s(beta) * y))
             eq = b / a
             return beta * beta * jnp.maximum(c2 / a - eq * eq, 0)
@@ -524,8 +528,8 @@ class KlKernel:
 
         def term(u, ab):
             # A fresh z in the branch: one built outside would be stored (a pass more).
-            z, s = d.fresh(u)
-            return d.p * jnp.exp(s(jnp.exp(u)) * (z - s(ab[3]))) / ab[0]
+            y, s = _fresh_about(d, u, ab[3])
+            return d.p * jnp.exp(s(jnp.exp(u)) * y) / ab[0]
 
         def tilt(_):
             return _mixed(d, sol, term)
