@@ -91,12 +91,9 @@ WEIGHT_GRID = {
 
 def weights_errors() -> list[tuple[str, dict, float, float]]:
     """``(reduction, hyper, largest, median)`` of the float32 weights' error, in eps of the largest weight."""
-    from benchmarks.perf.evaluations import DISTRIBUTIONS, SEEDS  # noqa: PLC0415
+    from benchmarks.perf.evaluations import vectors as loss_vectors  # noqa: PLC0415
 
-    vectors = []
-    for seed in SEEDS:
-        g = np.random.default_rng(seed)
-        vectors += [draw(g, 1024).astype(np.float32) for draw in DISTRIBUTIONS.values()]
+    vectors = loss_vectors(1024, "float32")
     rows = []
     for case in CASES:
         for hyper in WEIGHT_GRID.get(case.name, []):

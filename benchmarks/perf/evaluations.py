@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -40,8 +41,22 @@ DISTRIBUTIONS = {
 SEEDS = (11, 12, 13)
 
 
-def count(n: int, dtype: str, full_passes: bool, problems=PROBLEMS) -> list[tuple[str, list[int]]]:
-    """``[(problem, counts over the 21 vectors)]``; the library's functions are wrapped while it runs."""
+def vectors(n: int, dtype: str = "float64") -> list[np.ndarray]:
+    """The 21 loss vectors of length ``n``: each distribution for seeds 11-13."""
+    out = []
+    for seed in SEEDS:
+        g = np.random.default_rng(seed)
+        out += [draw(g, n).astype(dtype) for draw in DISTRIBUTIONS.values()]
+    return out
+
+
+@contextlib.contextmanager
+def counting(full_passes_of: int | None = None, clear_programs: bool = True):
+    """Counts, in the yielded ``Counter``'s ``"n"``, the root finder's evaluations run by
+    programs traced inside (or, with ``full_passes_of=n``, their passes over vectors of
+    length ``n``). The library's functions are wrapped while inside; the reductions' cached
+    programs are emptied on entry and exit (``clear_programs``), so that public calls are
+    traced with the counting and later ones without it."""
     counter = collections.Counter()
 
     def tick():
@@ -57,38 +72,43 @@ def count(n: int, dtype: str, full_passes: bool, problems=PROBLEMS) -> list[tupl
         return real_newton(counted, derivative, *args, **kw)
 
     def passes(self, f):
-        if self.losses.shape[0] == n:
+        if self.losses.shape[0] == full_passes_of:
             tick()
         return real_e(self, f)
 
-    def clear():  # the reductions' programs are cached: traced again with (then without) the counting
-        engine._compiled.cache_clear()
-        engine._batched.cache_clear()
+    def clear():
+        if clear_programs:
+            engine._compiled.cache_clear()
+            engine._batched.cache_clear()
 
     clear()
-    if full_passes:
-        engine.Data.E = passes
-    else:
+    if full_passes_of is None:
         kernels.newton = newton
-    rows = []
+    else:
+        engine.Data.E = passes
     try:
-        for name, hyper in problems:
-            fn = jax.jit(jax.value_and_grad(lambda v, name=name, hyper=hyper: getattr(rl, name)(v, *hyper)))
-            counts = []
-            for seed in SEEDS:
-                g = np.random.default_rng(seed)
-                for draw in DISTRIBUTIONS.values():
-                    x = jnp.asarray(draw(g, n).astype(dtype))
-                    jax.block_until_ready(fn(x))  # traces and compiles once per problem
-                    jax.effects_barrier()
-                    counter.clear()
-                    jax.block_until_ready(fn(x))
-                    jax.effects_barrier()
-                    counts.append(counter["n"])
-            rows.append((f"{name}{hyper}", counts))
+        yield counter
     finally:
         kernels.newton, engine.Data.E = real_newton, real_e
         clear()
+
+
+def count(n: int, dtype: str, full_passes: bool, problems=PROBLEMS) -> list[tuple[str, list[int]]]:
+    """``[(problem, counts over the 21 vectors)]``: value and gradient, one jitted call each."""
+    rows = []
+    data = [jnp.asarray(x) for x in vectors(n, dtype)]
+    with counting(n if full_passes else None) as counter:
+        for name, hyper in problems:
+            fn = jax.jit(jax.value_and_grad(lambda v, name=name, hyper=hyper: getattr(rl, name)(v, *hyper)))
+            jax.block_until_ready(fn(data[0]))  # traces and compiles once per problem
+            counts = []
+            for x in data:
+                jax.effects_barrier()
+                counter.clear()
+                jax.block_until_ready(fn(x))
+                jax.effects_barrier()
+                counts.append(counter["n"])
+            rows.append((f"{name}{hyper}", counts))
     return rows
 
 
