@@ -38,6 +38,30 @@ def test_a_nan_at_the_midpoint_too_stops_instead_of_retrying_it():
     assert np.isclose(x, 1.5) and evaluations <= 3, (x, evaluations)
 
 
+@pytest.mark.parametrize("x0, lo, hi", [(1.5, -1.0, 2.0), (-0.8, -1.0, 2.0), (3.0, -1.0, 4.0)])
+def test_the_sides_are_the_last_points_either_side_of_the_root_with_their_extras(x0, lo, hi):
+    # The root finder keeps (x, f, extras) of the last point with f <= 0 and with f > 0 in one
+    # array; checked against the evaluations as they happened. NaN (above 1) is on no side:
+    # from x0 = 3 both evaluations are NaN, and neither side is known.
+    seen = []
+
+    def evaluate(x):
+        jax.debug.callback(lambda x: seen.append(float(x)), x, ordered=True)
+        return jnp.where(x > 1.0, jnp.nan, x - 0.3), (2 * x, x * x)
+
+    with jax.enable_x64(True):
+        root = jax.jit(lambda: newton(evaluate, lambda x, e: jnp.ones_like(x), jnp.float64(x0), lo, hi, tol=1e-14))()
+        jax.block_until_ready(root.x)
+        jax.effects_barrier()
+    lows = [x for x in seen if x <= 1.0 and x - 0.3 <= 0]
+    highs = [x for x in seen if x <= 1.0 and x - 0.3 > 0]
+    assert bool(root.have_low) == bool(lows) and bool(root.have_high) == bool(highs), (seen, root)
+    for side, xs in ((root.low, lows), (root.high, highs)):
+        if xs:
+            x, f, (twice, square) = (np.asarray(v) for v in (side[0], side[1], side[2]))
+            assert x == xs[-1] and f == xs[-1] - 0.3 and twice == 2 * xs[-1] and square == xs[-1] ** 2, (side, seen)
+
+
 # Secant steps (``df0``): roots in closed form, from a start and a first slope that a
 # subsample could give (off by up to 10x), on convex, concave and inflected functions.
 SECANT_FUNCTIONS = {
