@@ -613,3 +613,41 @@ def test_kl_weights_at_small_radii_are_float32_exact(radius):
             q64 = np.asarray(f(jnp.asarray(losses, jnp.float64)))
             worst = max(worst, float(np.max(np.abs(q32 - q64)) / np.max(q64)))
     assert worst <= 4 * EPS32, worst / EPS32
+
+
+def _spread_losses(kind, n):
+    g = np.random.default_rng(7)
+    if kind == "exponential":
+        return g.exponential(size=n)
+    if kind == "ties":
+        return np.round(g.exponential(size=n), 1)
+    if kind == "binades":  # 2^-60 .. 2^60: points evenly spaced in value barely move the low end
+        return g.permutation(2.0 ** np.linspace(-60, 60, n))
+    return np.concatenate([g.uniform(size=n - 3), [1e20, 1e21, 1e22]])  # "outliers"
+
+
+@pytest.mark.parametrize("n", [1000, 4096, 20000])  # 15, 7 and 1 thresholds per counting pass
+@pytest.mark.parametrize("kind", ["exponential", "ties", "binades", "outliers"])
+def test_cvar_and_tv_searches_test_several_thresholds_per_pass_on_short_vectors(n, kind):
+    # Below 2^15 / k examples a counting pass tests k thresholds at once: CVaR's value, its
+    # weights and TV read 1,000 exponential losses 42-56 times in all before, 13-19 now
+    # (4,096: 48-56, now 16-24). Values and weights against the sorted losses, in float32.
+    losses = _spread_losses(kind, n).astype(np.float32)
+    x = jnp.asarray(losses)
+    exact = losses.astype(np.float64)
+    p = np.full(n, 1 / n)
+    scale = float(np.abs(exact).max())
+    with evaluations.counting(full_passes_of=n) as counter:
+        solve = jax.jit(lambda v, a: (rl.cvar(v, a), rl.cvar_weights(v, a), rl.tv(v, a)))
+        for alpha in (0.1, 0.5, 0.003):
+            jax.effects_barrier()
+            counter.clear()
+            value, q, tv = jax.block_until_ready(solve(x, np.float32(alpha)))
+            jax.effects_barrier()
+            assert abs(float(value) - ref.cvar_sorted(exact, p, alpha)) <= TOL32 * scale, (alpha, float(value))
+            q = np.asarray(q, np.float64)
+            assert np.all(q >= 0) and np.all(q <= p / alpha * (1 + 4 * EPS32)) and abs(q.sum() - 1) <= 4 * n * EPS32
+            assert abs(q @ exact - ref.cvar_sorted(exact, p, alpha)) <= TOL32 * scale
+            assert abs(float(tv) - ref.tv_sorted(exact, p, alpha)) <= TOL32 * scale, (alpha, float(tv))
+            if kind == "exponential" and n <= 4096:
+                assert 5 <= counter["n"] <= 30, (alpha, counter["n"])  # the three solves' passes

@@ -71,10 +71,10 @@ def counting(full_passes_of: int | None = None, clear_programs: bool = True):
 
         return real_newton(counted, derivative, *args, **kw)
 
-    def passes(self, f):
+    def passes(self, f, **kw):
         if self.losses.shape[0] == full_passes_of:
             tick()
-        return real_e(self, f)
+        return real_e(self, f, **kw)
 
     def clear():
         if clear_programs:

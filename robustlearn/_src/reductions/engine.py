@@ -233,11 +233,13 @@ class Data:
         z = (self.losses * (self.scale + zero) - (self.Ms + zero)) / (self.R + zero)
         return z, lambda x: x + zero
 
-    def E(self, f):
-        """``sum_i p_i f_i``: one fused pass."""
+    def E(self, f, axis=None):
+        """``sum_i p_i f_i``: one fused pass (``axis=-1``: one per row of a ``(k, n)`` ``f``)."""
         if self.weighted:
-            return jnp.sum(self.p * f)
-        return jnp.sum(f) * self.p
+            # Broadcast explicitly: under jax_numpy_rank_promotion="raise" (n,) * (k, n) raises.
+            p = self.p if jnp.ndim(f) <= 1 else jnp.broadcast_to(self.p, jnp.shape(f))
+            return jnp.sum(p * f, axis=axis)
+        return jnp.sum(f, axis=axis) * self.p
 
     def value(self, vz):
         """The value in the losses' units from a standardized value ``vz`` in ``[-1, 0]``."""

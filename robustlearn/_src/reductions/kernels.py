@@ -1124,6 +1124,35 @@ def _excess(d, sign, t):
     return d.E(jnp.maximum(y - s(t), s(0.0)))
 
 
+# A counting pass over a short vector may test several thresholds at once: the (k, n)
+# comparisons cost little more than one while k n stays within this many elements (on
+# XLA:CPU, past ~2**15 the pass got several times slower: 15 x 4096 took 16 us, 7 x 4096 2.7).
+MULTI_COUNT_ELEMENTS = 2**15
+
+
+def _thresholds(n):
+    """How many thresholds a counting pass over ``n`` examples tests: 15, 7, 3 or 1."""
+    for k in (15, 7, 3):
+        if k * n <= MULTI_COUNT_ELEMENTS:
+            return k
+    return 1
+
+
+def _masses_above(d, sign, ts):
+    """:math:`C(t_k) = E_p [y > t_k]` for a vector of thresholds: one fused pass over ``(k, n)``."""
+    y, s = _signed(d, sign, ts[0])
+    return d.E(_gt(y[None, :], s(ts)[:, None], s), axis=-1)
+
+
+def _key_grid(lo, hi, dtype, levels):
+    """The ``2**levels - 1`` floats splitting ``[lo, hi]`` evenly in the order of the floats."""
+    pts = jnp.stack([lo, hi])
+    for _ in range(levels):
+        mids = _key_mid(pts[:-1], pts[1:], dtype)
+        pts = jnp.concatenate([jnp.stack([pts[:-1], mids], axis=1).reshape(-1), pts[-1:]])
+    return pts[1:-1]
+
+
 def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
     r"""The mass ``alpha`` of ``p`` on the largest ``y = sign * scale * l`` (``sign`` = +-1).
 
@@ -1141,7 +1170,12 @@ def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
     order of the floats every third step (at most 32 or 64 of those reach adjacent
     floats), and, once the bracket holds at most 8 examples' mass, the largest support
     value ``<= hi`` and the smallest ``> lo`` (one pass each), which close it exactly.
-    Every pass is one fused sum, ``C(t) = E_p [y > t]``.
+    Every pass is one fused sum, ``C(t) = E_p [y > t]``. On a vector of at most
+    :data:`MULTI_COUNT_ELEMENTS` / 3 examples a pass tests ``k`` = 15, 7 or 3 thresholds at
+    once (:func:`_thresholds`; ``k n`` comparisons), evenly spaced in value or, every third
+    step, in the order of the floats, and the bracket moves to the last with
+    :math:`C \ge \alpha` and the first below: on 1,024 losses 3-5 passes instead of ~18, each
+    a little dearer (a minibatch's CVaR went from 22 to 14 us on 2 CPU cores).
 
     On the loop-free path a vector of at most :data:`~robustlearn._src.reductions.engine.SORT_MAX`
     examples closes the bracket by one sort instead (:func:`_tail_by_sort`).
@@ -1183,8 +1217,7 @@ def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
         single = bottom >= top
         return jnp.where(single, jnp.maximum(_below(top), lo), lo), jnp.minimum(top, hi)
 
-    def body(state):
-        lo, hi, c_lo, c_hi, it, _ = state
+    def narrow_one(lo, hi, c_lo, c_hi, it):
         frac = (c_lo - alpha) / (c_lo - c_hi)
         margin = (hi - lo) * jnp.asarray(1 / 64, dtype)
         interp = jnp.clip(lo + (hi - lo) * jnp.clip(frac, 0, 1), lo + margin, hi - margin)
@@ -1195,6 +1228,31 @@ def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
         heavy = c >= alpha
         lo, c_lo = jnp.where(heavy, t, lo), jnp.where(heavy, c, c_lo)
         hi, c_hi = jnp.where(heavy, hi, t), jnp.where(heavy, c_hi, c)
+        return lo, hi, c_lo, c_hi
+
+    k = _thresholds(d.n)
+
+    def narrow_many(lo, hi, c_lo, c_hi, it):
+        # k points evenly spaced in value (every third step: in the order of the floats,
+        # which bounds the steps by about log_{k+1} of the floats between the ends); the
+        # bracket moves to the last point with C >= alpha and the first with C < alpha.
+        steps = jnp.arange(1, k + 1, dtype=dtype) / (k + 1)
+        by_key = _key_grid(lo, hi, dtype, (k + 1).bit_length() - 1)
+        ts = jnp.where(it % 3 == 2, by_key, lo + (hi - lo) * steps)
+        ts = jnp.where((ts > lo) & (ts < hi), ts, by_key)
+        cs = _masses_above(d, sign, ts)
+        heavy = cs >= alpha
+        i_lo = jnp.argmax(jnp.where(heavy, ts, -jnp.inf))
+        i_hi = jnp.argmin(jnp.where(heavy, jnp.inf, ts))
+        lo, c_lo = jnp.where(heavy[i_lo], ts[i_lo], lo), jnp.where(heavy[i_lo], cs[i_lo], c_lo)
+        hi, c_hi = jnp.where(heavy[i_hi], hi, ts[i_hi]), jnp.where(heavy[i_hi], c_hi, cs[i_hi])
+        return lo, hi, c_lo, c_hi
+
+    narrow = narrow_many if k > 1 else narrow_one
+
+    def body(state):
+        lo, hi, c_lo, c_hi, it, _ = state
+        lo, hi, c_lo, c_hi = narrow(lo, hi, c_lo, c_hi, it)
         few = (c_lo - c_hi <= 8 * unit) & ~closed(lo, hi, c_lo, c_hi)
         lo, hi = _branch(d, few, snap, lambda a: a, (lo, hi))
         return lo, hi, c_lo, c_hi, it + 1, closed(lo, hi, c_lo, c_hi)
