@@ -15,6 +15,7 @@ from scipy import optimize, special
 
 import robustlearn as rl
 from robustlearn import objectives, wasserstein
+from robustlearn._src.reductions import engine
 from robustlearn.objectives import Objective
 from tests.conftest import fast_compile, xla_has_the_flag
 
@@ -531,6 +532,30 @@ def test_the_quick_compiled_solver_finds_the_default_solution(objective, monkeyp
     assert float(quick.value) == pytest.approx(float(default.value), rel=1e-10)
     for a, b in zip(jax.tree.leaves(quick.params), jax.tree.leaves(default.params), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_the_quick_solver_starts_the_duals_without_subsamples_on_up_to_2_18_rows(monkeypatch):
+    # A process without a persistent cache compiles fit_linear's solver for compilation
+    # speed; up to QUICK_SUBSAMPLES_FROM_ROWS rows its reductions solve from their analytic
+    # start, without a copy of the solve per subsample level (~0.1-0.3 s less compilation),
+    # to the optimum of the stored program, which keeps them.
+    from robustlearn._src import program_store
+    from robustlearn._src.reductions import kernels
+    from robustlearn._src.training import linear as _linear
+
+    seen = []
+    real = kernels._levels
+    monkeypatch.setattr(kernels, "_levels", lambda d: seen.append(d.levels) or real(d))
+    monkeypatch.setattr(program_store, "_directory", lambda: None)
+    x, y = _data(16, n=40_000)
+    objective = objectives.chi_square(0.5)
+    quick = rl.train.fit_linear(x[:, :3], y, objective, l2=L2)
+    assert seen and set(seen) == ({()} if xla_has_the_flag() else {engine.SUBSAMPLE_LEVELS}), seen
+    seen.clear()
+    monkeypatch.setattr(_linear, "QUICK_MAX_ELEMENTS", -1)
+    default = rl.train.fit_linear(x[:, :3], y, objective, l2=L2)
+    assert set(seen) == {engine.SUBSAMPLE_LEVELS}, seen
+    assert float(quick.value) == pytest.approx(float(default.value), rel=1e-10)
 
 
 # ------------------------------------------------------------------------- bad inputs

@@ -16,6 +16,7 @@ t0 = time.perf_counter()
 import jax  # noqa: E402
 
 import robustlearn as rl  # noqa: E402
+import robustlearn.train  # noqa: E402, F401  (rl.train is loaded on first use: an import, not the fit)
 from robustlearn.estimators import RobustClassifier  # noqa: E402
 
 t_import = time.perf_counter() - t0

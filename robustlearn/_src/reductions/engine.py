@@ -116,6 +116,11 @@ def _path() -> Path:
     return Path(UNROLLED_STEPS if free else 0, levels, sort_max, share_max)
 
 
+def levels_forced() -> bool:
+    """Whether :func:`subsample_levels` is in force."""
+    return _FORCED["levels"] is not None
+
+
 def subsample_levels(levels: tuple[int, ...]):
     """Context manager setting the subsample levels (tests use tiny levels to reach the
     subsample-started paths with small vectors, on either path). Part of the compilation
