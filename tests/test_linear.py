@@ -493,7 +493,7 @@ def test_fit_linear_reuses_compiled_solver(stored, monkeypatch):
         pytest.skip("the program store needs JAX's compilation cache (conftest turns it on)")
 
     def programs():  # without the store the solver is compiled for compilation speed
-        jitted = _linear._solve._cache_size() + _linear._solve_quick._cache_size()
+        jitted = sum(f._cache_size() for f in (_linear._solve, _linear._solve_quick, _linear._solve_quickest))
         return jitted + program_store.stats["stored"] + program_store.stats["loaded"]
 
     x, y = _data(12, n=37 if stored else 38)  # shapes no other test compiles

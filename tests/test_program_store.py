@@ -195,6 +195,12 @@ def test_without_a_cache_the_solver_is_compiled_for_compilation_speed(store, mon
     monkeypatch.setattr(_linear, "QUICK_MAX_ELEMENTS", x.size - 1)
     rl.train.fit_linear(x, y, objectives.kl(0.4))
     assert program_store.stats["quick"] == 1
+    # Up to 2^20 entries also LLVM without optimizations, up to 2^24 with them, then the defaults.
+    monkeypatch.undo()
+    assert _linear._quick_solver(2**20) is _linear._solve_quickest
+    assert _linear._quick_solver(2**20 + 1) is _linear._solve_quick
+    assert _linear._quick_solver(2**24 + 1) is None
+    assert program_store.QUICKEST_OPTIONS == program_store.QUICK_OPTIONS | {"xla_backend_optimization_level": 0}
 
 
 def test_an_xla_without_the_quick_options_gets_its_defaults(monkeypatch):
