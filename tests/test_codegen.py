@@ -52,5 +52,5 @@ def test_float32_tests_pass_under_the_default_code_generator():
     out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     passed = int(re.search(r"(\d+) passed", out.stdout).group(1))
-    # 8 reductions' references, the extreme-input table, fit_linear, 3 solves, 12 value-at-risk searches
-    assert passed >= 99, out.stdout[-2000:]
+    # 8 reductions' references, the extreme-input table, fit_linear, 3 solves, 8 value-at-risk searches
+    assert passed >= 95, out.stdout[-2000:]

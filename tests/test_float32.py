@@ -626,7 +626,7 @@ def _spread_losses(kind, n):
     return np.concatenate([g.uniform(size=n - 3), [1e20, 1e21, 1e22]])  # "outliers"
 
 
-@pytest.mark.parametrize("n", [1000, 4096, 20000])  # 15, 7 and 1 thresholds per counting pass
+@pytest.mark.parametrize("n", [1000, 4096])  # 15 and 7 thresholds per counting pass (1 above 10,922)
 @pytest.mark.parametrize("kind", ["exponential", "ties", "binades", "outliers"])
 def test_cvar_and_tv_searches_test_several_thresholds_per_pass_on_short_vectors(n, kind):
     # Below 2^15 / k examples a counting pass tests k thresholds at once: CVaR's value, its
