@@ -1144,13 +1144,16 @@ def _masses_above(d, sign, ts):
     return d.E(_gt(y[None, :], s(ts)[:, None], s), axis=-1)
 
 
-def _key_grid(lo, hi, dtype, levels):
-    """The ``2**levels - 1`` floats splitting ``[lo, hi]`` evenly in the order of the floats."""
-    pts = jnp.stack([lo, hi])
-    for _ in range(levels):
-        mids = _key_mid(pts[:-1], pts[1:], dtype)
-        pts = jnp.concatenate([jnp.stack([pts[:-1], mids], axis=1).reshape(-1), pts[-1:]])
-    return pts[1:-1]
+def _key_grid(lo, hi, dtype, k):
+    """``k`` (odd) floats splitting ``[lo, hi]`` about evenly in the order of the floats.
+
+    Offsets from the middle key by ``half // ((k + 1) / 2)``, ``half`` the difference of the
+    halved keys, so that no integer overflows (the keys' own difference may not fit)."""
+    a, b = ordered_keys(lo), ordered_keys(hi)
+    mid = (a >> 1) + (b >> 1) + (a & b & 1)
+    m = (k + 1) // 2
+    steps = jnp.arange(1 - m, m, dtype=a.dtype)
+    return _normal(_from_key(mid + ((b >> 1) - (a >> 1)) // m * steps, dtype))
 
 
 def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
@@ -1237,15 +1240,16 @@ def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
         # which bounds the steps by about log_{k+1} of the floats between the ends); the
         # bracket moves to the last point with C >= alpha and the first with C < alpha.
         steps = jnp.arange(1, k + 1, dtype=dtype) / (k + 1)
-        by_key = _key_grid(lo, hi, dtype, (k + 1).bit_length() - 1)
+        by_key = _key_grid(lo, hi, dtype, k)
         ts = jnp.where(it % 3 == 2, by_key, lo + (hi - lo) * steps)
         ts = jnp.where((ts > lo) & (ts < hi), ts, by_key)
         cs = _masses_above(d, sign, ts)
+        # C is non-increasing in t, also as computed: the rows of one pass sum nested sets
+        # of non-negative terms in the same order. So the last t with C >= alpha has the
+        # smallest such C, and the first below it the largest.
         heavy = cs >= alpha
-        i_lo = jnp.argmax(jnp.where(heavy, ts, -jnp.inf))
-        i_hi = jnp.argmin(jnp.where(heavy, jnp.inf, ts))
-        lo, c_lo = jnp.where(heavy[i_lo], ts[i_lo], lo), jnp.where(heavy[i_lo], cs[i_lo], c_lo)
-        hi, c_hi = jnp.where(heavy[i_hi], hi, ts[i_hi]), jnp.where(heavy[i_hi], c_hi, cs[i_hi])
+        lo, c_lo = jnp.max(jnp.where(heavy, ts, lo)), jnp.min(jnp.where(heavy, cs, c_lo))
+        hi, c_hi = jnp.min(jnp.where(heavy, hi, ts)), jnp.max(jnp.where(heavy, c_hi, cs))
         return lo, hi, c_lo, c_hi
 
     narrow = narrow_many if k > 1 else narrow_one
