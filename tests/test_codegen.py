@@ -6,8 +6,8 @@ The suite compiles with XLA:CPU's faster-compiling elemental generator and LLVM 
 that compare every reduction with its float64 reference (tests/test_reference.py) and
 replay the table of extreme inputs (tests/test_float32.py) run again here under XLA's
 defaults, in a subprocess (XLA reads its flags once per process), with the root finder's
-solves whose ``f`` the default generator rounds differently in different fusions and
-CVaR's and TV's value-at-risk searches on short vectors (tests/test_float32.py), and the test that
+solves whose ``f`` the default generator rounds differently in different fusions
+(tests/test_float32.py), and the test that
 ``fit_linear``'s quick-compiled solver (elemental generator) finds the default one's
 solution (tests/test_linear.py; in the suite's own process both are the same code).
 """
@@ -27,7 +27,6 @@ SELECTED = (
     "test_float32_matches_the_float64_reference or test_extreme_inputs_in_float32"
     " or test_the_quick_compiled_solver_finds_the_default_solution"
     " or test_a_solve_with_f_at_its_rounding_ends_in_a_few_evaluations"
-    " or test_cvar_and_tv_searches_test_several_thresholds_per_pass_on_short_vectors"
 )
 
 
@@ -52,5 +51,4 @@ def test_float32_tests_pass_under_the_default_code_generator():
     out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     passed = int(re.search(r"(\d+) passed", out.stdout).group(1))
-    # 8 reductions' references, the extreme-input table, fit_linear, 3 solves, 8 value-at-risk searches
-    assert passed >= 95, out.stdout[-2000:]
+    assert passed >= 87, out.stdout[-2000:]  # 8 reductions' references, the extreme-input table, fit_linear, 3 solves
