@@ -1083,11 +1083,14 @@ def _from_key(k, dtype):
     return jax.lax.bitcast_convert_type(bits, dtype)
 
 
+def _halfway(a, b):
+    """The integer halfway between keys ``a`` and ``b`` (rounded down), without overflow."""
+    return (a >> 1) + (b >> 1) + (a & b & 1)
+
+
 def _key_mid(lo, hi, dtype):
     """The float halfway between ``lo`` and ``hi`` in the order of the floats."""
-    a, b = ordered_keys(lo), ordered_keys(hi)
-    mid = (a >> 1) + (b >> 1) + (a & b & 1)
-    return _normal(_from_key(mid, dtype))
+    return _normal(_from_key(_halfway(ordered_keys(lo), ordered_keys(hi)), dtype))
 
 
 def _normal(x):
@@ -1150,10 +1153,9 @@ def _key_grid(lo, hi, dtype, k):
     Offsets from the middle key by ``half // ((k + 1) / 2)``, ``half`` the difference of the
     halved keys, so that no integer overflows (the keys' own difference may not fit)."""
     a, b = ordered_keys(lo), ordered_keys(hi)
-    mid = (a >> 1) + (b >> 1) + (a & b & 1)
     m = (k + 1) // 2
     steps = jnp.arange(1 - m, m, dtype=a.dtype)
-    return _normal(_from_key(mid + ((b >> 1) - (a >> 1)) // m * steps, dtype))
+    return _normal(_from_key(_halfway(a, b) + ((b >> 1) - (a >> 1)) // m * steps, dtype))
 
 
 def _tail(d, sign, alpha, lo0=None, hi0=None, tol=None):
