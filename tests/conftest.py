@@ -11,8 +11,8 @@ each compiled in ~0.5 s), so the run compiles for speed of compilation:
   halves it: the value, weights and gradient of the eight reductions at two lengths compile
   in 3.4 s instead of 7.2 s, and the suite runs in 229 s instead of 382 s (2 AMD EPYC cores).
   None of these changes IEEE semantics (XLA:CPU compiles without fast-math).
-  tests/test_codegen.py checks the float32-exact reductions under XLA's defaults too, in a
-  subprocess. Only with jaxlib < 0.11: the first flag is gone from jaxlib 0.11.2's XLA,
+  The float32-exactness tests (marked ``default_codegen``) run under XLA's defaults instead,
+  in tests/test_codegen.py's subprocess. Only with jaxlib < 0.11: the first flag is gone from jaxlib 0.11.2's XLA,
   which aborts the process on an unknown flag.
 * One persistent compilation cache, in a temporary directory, is shared by the xdist
   workers: a program one worker compiled is loaded by the other, and programs dropped by
@@ -62,12 +62,19 @@ from robustlearn import enable_compilation_cache  # noqa: E402
 from robustlearn._src import program_store  # noqa: E402
 
 _CACHE_ENV = "ROBUSTLEARN_TESTS_JAX_CACHE"
+_BENCH_ENV = "ROBUSTLEARN_TESTS_BENCH_CACHE"
 
 
 def pytest_configure(config):
-    # The controller (or a run without xdist) makes the directory; workers inherit it.
+    config.addinivalue_line(
+        "markers",
+        "default_codegen: float32-exactness tests run under XLA's default code generator "
+        "(tests/test_codegen.py), not under the suite's fast-compile flags",
+    )
+    # The controller (or a run without xdist) makes the directories; workers inherit them.
     if not os.environ.get(_CACHE_ENV):
         os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="robustlearn-tests-jax-cache-")
+        os.environ[_BENCH_ENV] = tempfile.mkdtemp(prefix="robustlearn-tests-bench-cache-")
         config._robustlearn_cache_owner = True
     enable_compilation_cache(os.environ[_CACHE_ENV], min_compile_seconds=0.0)
 
@@ -76,6 +83,7 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if getattr(config, "_robustlearn_cache_owner", False):
         shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
+        shutil.rmtree(os.environ.pop(_BENCH_ENV), ignore_errors=True)
     if hasattr(config, "workeroutput"):
         # An xdist worker, after its last hook: every result has reached the controller
         # (its "workerfinished" event). Exiting without the interpreter's teardown skips
@@ -92,6 +100,17 @@ settings.register_profile("thorough", max_examples=120, deadline=None, suppress_
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+@pytest.fixture(scope="module")
+def bench_cache():
+    """The benchmarks' generator cache of this test run, shared by the xdist workers (the cVAE
+    that tests/test_scenarios.py and tests/test_generators.py use trains once per run, not
+    once per worker; the cache writes each entry atomically), never the user's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROBUSTLEARN_BENCH_CACHE", os.environ[_BENCH_ENV])
+    yield
+    mp.undo()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _x64():
     with jax.enable_x64(True):
@@ -101,14 +120,25 @@ def _x64():
 # Every compiled XLA:CPU program keeps ~150-300 memory mappings until its executable is
 # freed, and a test worker compiles thousands of programs: past Linux's vm.max_map_count
 # (65530 by default) the next compilation cannot map its code and the worker dies with
-# SIGSEGV/SIGABRT inside backend_compile. Dropping JAX's caches frees them (1.6-2.6 s, and
+# SIGSEGV/SIGABRT inside backend_compile. Dropping JAX's caches frees them (1.6-3.6 s, and
 # the worker's later tests trace and load their programs again). Counted after every test of
 # one run (2026-11-28): at most 4,211 more mappings over any 10 tests and 1,460 in one test,
-# and a worker's count would have peaked at ~30,000-38,000 without a clear; 30,000 leaves
-# 8x the largest 10-test growth below the limit.
+# and a worker's count would have peaked at ~30,000-38,000 without a clear. The caches are
+# dropped 20,000 mappings (almost 5x the largest 10-test growth) below the limit: at the
+# default limit a run needs no clear, at a larger one never more.
 _MAPS = "/proc/self/maps"
 _HAS_MAPS = os.path.exists(_MAPS)  # Linux only
-_MAX_MAPS = 30_000
+
+
+def _map_limit() -> int:
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 65530
+
+
+_MAX_MAPS = _map_limit() - 20_000 if _HAS_MAPS else 0
 _CHECK_EVERY = 10
 _tests_run = 0
 
@@ -124,3 +154,13 @@ def pytest_runtest_teardown(item):
     if _HAS_MAPS and _tests_run % _CHECK_EVERY == 0 and _map_count() > _MAX_MAPS:
         jax.clear_caches()
         program_store.clear_memory()
+
+
+def pytest_collection_modifyitems(config, items):
+    # Under the fast-compile flags these tests would check code no user runs: they run once,
+    # under XLA's defaults, in tests/test_codegen.py's subprocess (~12 s of suite time saved).
+    if fast_compile():
+        skip = pytest.mark.skip(reason="runs under XLA's default code generator in tests/test_codegen.py")
+        for item in items:
+            if item.get_closest_marker("default_codegen"):
+                item.add_marker(skip)

@@ -4,8 +4,9 @@ The suite compiles with XLA:CPU's faster-compiling elemental generator and LLVM 
 (tests/conftest.py); users run the default generator (fusion emitters), optimized, whose
 ``exp``/``log1p``/``expm1`` and fused reductions are different code. So the float32 tests
 that compare every reduction with its float64 reference (tests/test_reference.py) and
-replay the table of extreme inputs (tests/test_float32.py) run again here under XLA's
-defaults, in a subprocess (XLA reads its flags once per process), with the root finder's
+replay the table of extreme inputs (tests/test_float32.py), marked ``default_codegen``, run
+here under XLA's defaults, in a subprocess (XLA reads its flags once per process), and not
+in the suite's own process (tests/conftest.py skips them there); with the root finder's
 solves whose ``f`` the default generator rounds differently in different fusions
 (tests/test_float32.py), and the test that
 ``fit_linear``'s quick-compiled solver (elemental generator) finds the default one's

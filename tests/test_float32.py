@@ -153,6 +153,7 @@ for _case in CASES:
             TABLE.append((f"{_case.name} {_h.name}={_v:g}", _case.name, _hyper, U, None, _e, _extra))
 
 
+@pytest.mark.default_codegen
 @pytest.mark.parametrize(
     ("name", "hyper", "losses", "weights", "expected", "extra"),
     [pytest.param(*row[1:], id=row[0]) for row in TABLE],

@@ -18,14 +18,7 @@ from benchmarks.scenarios._common import class_counts
 from benchmarks.scenarios.images import _digits, make_vae_digits
 from benchmarks.scenarios.tabular import make_copula_adult
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _cache(tmp_path_factory):
-    """One cache directory per test session (so the cVAE trains once), never the user's."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ROBUSTLEARN_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "robustlearn-bench-cache"))
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("bench_cache")  # tests/conftest.py: one cache per test run
 
 
 # ------------------------------------------------------------------------------------------------ copula

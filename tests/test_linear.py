@@ -17,7 +17,7 @@ import robustlearn as rl
 from robustlearn import objectives, wasserstein
 from robustlearn._src.reductions import engine
 from robustlearn.objectives import Objective
-from tests.conftest import fast_compile, xla_has_the_flag
+from tests.conftest import xla_has_the_flag
 
 L2 = 0.05
 N, D = 60, 3
@@ -510,7 +510,7 @@ def test_fit_linear_reuses_compiled_solver(stored, monkeypatch):
         assert programs() == before + 1
 
 
-@pytest.mark.skipif(fast_compile(), reason="the suite's flags make both programs the same code (tests/test_codegen.py)")
+@pytest.mark.default_codegen  # under the suite's flags both programs are the same code
 @pytest.mark.parametrize(
     "objective",
     [objectives.cvar(0.3), wasserstein.linear_classification_objective(0.1, kappa=1.0)],

@@ -170,6 +170,7 @@ TOL32 = 32 * EPS32
 float32_hyper = {"alpha": alphas, "radius": radii, "k": ks, "lam": lams}
 
 
+@pytest.mark.default_codegen
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 @given(problem=problems(min_n=8, max_n=8), data=st.data())
 def test_float32_matches_the_float64_reference(case, problem, data):

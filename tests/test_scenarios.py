@@ -14,13 +14,7 @@ LEARNED = ("copula_adult", "mode_dropping", "vae_digits")  # scenarios with a le
 ADULT = ("copula_adult", "label_noise", "mode_dropping", "support_cut")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _cache(tmp_path_factory):
-    """One cache directory per test session (so the cVAE trains once), never the user's."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ROBUSTLEARN_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "robustlearn-bench-cache"))
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("bench_cache")  # tests/conftest.py: one cache per test run
 
 
 @functools.cache
