@@ -12,8 +12,8 @@ each compiled in ~0.5 s), so the run compiles for speed of compilation:
   in 3.4 s instead of 7.2 s, and the suite runs in 229 s instead of 382 s (2 AMD EPYC cores).
   None of these changes IEEE semantics (XLA:CPU compiles without fast-math).
   The float32-exactness tests (marked ``default_codegen``) run under XLA's defaults instead,
-  in tests/test_codegen.py's subprocess. Only with jaxlib < 0.11: the first flag is gone from jaxlib 0.11.2's XLA,
-  which aborts the process on an unknown flag.
+  in tests/test_codegen.py's subprocess. Only with jaxlib < 0.11: the first flag is gone
+  from jaxlib 0.11.2's XLA, which aborts the process on an unknown flag.
 * One persistent compilation cache, in a temporary directory, is shared by the xdist
   workers: a program one worker compiled is loaded by the other, and programs dropped by
   ``jax.clear_caches()`` (below) are loaded back instead of compiled again. A run writes
@@ -31,6 +31,8 @@ FAST_COMPILE_FLAGS = (
     "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0 --xla_cpu_parallel_codegen_split_count=1"
 )
 DEFAULT_CODEGEN_ENV = "ROBUSTLEARN_TESTS_DEFAULT_CODEGEN"  # set to 1: XLA's default generator
+# The files whose tests marked ``default_codegen`` tests/test_codegen.py runs under XLA's defaults.
+DEFAULT_CODEGEN_FILES = ("tests/test_float32.py", "tests/test_reference.py", "tests/test_linear.py")
 
 
 def xla_has_the_flag() -> bool:
@@ -68,22 +70,22 @@ _BENCH_ENV = "ROBUSTLEARN_TESTS_BENCH_CACHE"
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "default_codegen: float32-exactness tests run under XLA's default code generator "
-        "(tests/test_codegen.py), not under the suite's fast-compile flags",
+        "default_codegen(also_here=False): float32-exactness tests that tests/test_codegen.py runs "
+        "under XLA's default code generator; not under the suite's fast-compile flags unless also_here",
     )
     # The controller (or a run without xdist) makes the directories; workers inherit them.
-    if not os.environ.get(_CACHE_ENV):
-        os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="robustlearn-tests-jax-cache-")
-        os.environ[_BENCH_ENV] = tempfile.mkdtemp(prefix="robustlearn-tests-bench-cache-")
-        config._robustlearn_cache_owner = True
+    config._robustlearn_owned = []
+    for env, prefix in ((_CACHE_ENV, "robustlearn-tests-jax-cache-"), (_BENCH_ENV, "robustlearn-tests-bench-cache-")):
+        if not os.environ.get(env):
+            os.environ[env] = tempfile.mkdtemp(prefix=prefix)
+            config._robustlearn_owned.append(env)
     enable_compilation_cache(os.environ[_CACHE_ENV], min_compile_seconds=0.0)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
-    if getattr(config, "_robustlearn_cache_owner", False):
-        shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
-        shutil.rmtree(os.environ.pop(_BENCH_ENV), ignore_errors=True)
+    for env in getattr(config, "_robustlearn_owned", ()):
+        shutil.rmtree(os.environ.pop(env), ignore_errors=True)
     if hasattr(config, "workeroutput"):
         # An xdist worker, after its last hook: every result has reached the controller
         # (its "workerfinished" event). Exiting without the interpreter's teardown skips
@@ -138,7 +140,7 @@ def _map_limit() -> int:
         return 65530
 
 
-_MAX_MAPS = _map_limit() - 20_000 if _HAS_MAPS else 0
+_MAX_MAPS = _map_limit() - 20_000
 _CHECK_EVERY = 10
 _tests_run = 0
 
@@ -159,8 +161,12 @@ def pytest_runtest_teardown(item):
 def pytest_collection_modifyitems(config, items):
     # Under the fast-compile flags these tests would check code no user runs: they run once,
     # under XLA's defaults, in tests/test_codegen.py's subprocess (~12 s of suite time saved).
-    if fast_compile():
-        skip = pytest.mark.skip(reason="runs under XLA's default code generator in tests/test_codegen.py")
-        for item in items:
-            if item.get_closest_marker("default_codegen"):
-                item.add_marker(skip)
+    skip = pytest.mark.skip(reason="runs under XLA's default code generator in tests/test_codegen.py")
+    for item in items:
+        marker = item.get_closest_marker("default_codegen")
+        if marker is None:
+            continue
+        if item.nodeid.split("::")[0] not in DEFAULT_CODEGEN_FILES:
+            raise pytest.UsageError(f"{item.nodeid} is marked default_codegen outside DEFAULT_CODEGEN_FILES")
+        if fast_compile() and not marker.kwargs.get("also_here", False):
+            item.add_marker(skip)

@@ -21,14 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFAULT_CODEGEN_ENV, FAST_COMPILE_FLAGS, xla_has_the_flag
+from tests.conftest import DEFAULT_CODEGEN_ENV, DEFAULT_CODEGEN_FILES, FAST_COMPILE_FLAGS, xla_has_the_flag
 
 ROOT = Path(__file__).resolve().parents[1]
-SELECTED = (
-    "test_float32_matches_the_float64_reference or test_extreme_inputs_in_float32"
-    " or test_the_quick_compiled_solver_finds_the_default_solution"
-    " or test_a_solve_with_f_at_its_rounding_ends_in_a_few_evaluations"
-)
 
 
 @pytest.mark.skipif(not xla_has_the_flag(), reason="the suite itself runs XLA's default generator (jaxlib >= 0.11)")
@@ -40,14 +35,12 @@ def test_float32_tests_pass_under_the_default_code_generator():
         sys.executable,
         "-m",
         "pytest",
-        "tests/test_float32.py",
-        "tests/test_reference.py",
-        "tests/test_linear.py",
+        *DEFAULT_CODEGEN_FILES,
         "-q",
         "-p",
         "no:cacheprovider",
-        "-k",
-        SELECTED,
+        "-m",
+        "default_codegen and not slow",  # (replaces the default "not slow")
     ]
     out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
