@@ -313,7 +313,7 @@ def test_subsample_started_path_matches_the_reference(case):
     _check_path(case, (16, 64), False)
 
 
-SHARING_CASES = [c for c in PATH_CASES if c.name == "cressie_read"]
+SHARING_CASES = [c for c in PATH_CASES if c.name in ("kl", "cressie_read")]
 
 
 @pytest.mark.parametrize("levels", [(), (16, 64)], ids=["analytic-start", "subsample-start"])

@@ -179,3 +179,37 @@ def test_steps_at_the_rounding_of_f_do_not_bisect_the_whole_bracket(x0):
     x, evaluations = _wobbling(x0)
     assert abs(x - 0.3) <= 1e-5  # the wobble makes a root anywhere within 1e-7 / 0.02
     assert evaluations <= 10, evaluations
+
+
+def _iterates(name, free):
+    """The points evaluated, the number of derivatives taken and the root, from root + 0.3."""
+    f, root, fprime = SECANT_FUNCTIONS[name]
+    xs, derivatives = [], []
+
+    def evaluate(x):
+        jax.debug.callback(lambda x: xs.append(float(x)), x, ordered=True)
+        return f(x), (fprime(x),)
+
+    def derivative(x, extras):
+        jax.debug.callback(lambda: derivatives.append(1), ordered=True)
+        return extras[0]
+
+    with jax.enable_x64(True):
+        x0 = jnp.float64(root + 0.3)
+        found = jax.jit(lambda: newton(evaluate, derivative, x0, -0.9, 30.0, tol=1e-14, free_derivative=free))()
+        jax.block_until_ready(found.x)
+        jax.effects_barrier()
+    return xs, len(derivatives), float(found.x)
+
+
+@pytest.mark.parametrize("name", sorted(SECANT_FUNCTIONS))
+def test_a_free_derivative_is_taken_at_every_step_and_changes_nothing_else(name):
+    # free_derivative: the derivative reads the evaluation's extras, so it is computed at
+    # every step instead of behind a cond; the iterates and the root are the same.
+    root = SECANT_FUNCTIONS[name][1]
+    xs_cond, d_cond, x_cond = _iterates(name, False)
+    xs_free, d_free, x_free = _iterates(name, True)
+    for x in (x_cond, x_free):
+        assert abs(x - root) <= 1e-13 * max(abs(root), 1), (x_cond, x_free, root)
+    assert xs_free == xs_cond, (xs_cond, xs_free)
+    assert d_free == len(xs_free) and d_cond <= d_free, (d_cond, d_free, len(xs_free))

@@ -132,6 +132,7 @@ def newton(
     unrolled: int = 0,
     fallback=True,
     df0=None,
+    free_derivative: bool = False,
 ):
     """Root of a non-decreasing scalar function by safeguarded Newton, from a starting point.
 
@@ -181,6 +182,11 @@ def newton(
     ``while_loop`` runs, behind one ``lax.cond``, only if they did not converge
     (``fallback=False``: never; for starting points, which the full solve verifies).
     ``ok=False`` (a reduction with no valid input) stops at once.
+
+    ``free_derivative=True`` (static) says that ``derivative`` reads only its extras (the
+    evaluation's pass computed its sums): it is then computed at every step instead of
+    behind a ``lax.cond`` that skips it at the last one (on XLA:CPU a conditional costs
+    more than a few scalar operations).
 
     ``df0`` (the slope at ``x0`` of a close function, such as the same dual on a
     subsample; ignored when ``unrolled``) turns the steps into secant steps: the first
@@ -282,7 +288,7 @@ def newton(
                 lambda: jnp.where(keep, s.df, jnp.where(usable, slope, 1)),
                 lambda: derivative(x, ex),
             )
-        elif always_derivative:
+        elif always_derivative or free_derivative:
             df = derivative(x, ex)
         else:
             df = jax.lax.cond(cheap_done, lambda: s.df, lambda: derivative(x, ex))
