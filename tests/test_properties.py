@@ -198,6 +198,31 @@ def test_a_differentiated_reduction_solves_once_for_value_and_weights(monkeypatc
     assert float(value) == pytest.approx(float(f(losses)), rel=1e-12)
 
 
+@pytest.mark.parametrize("limit, solves", [(13, [True]), (12, [False, True])], ids=["minibatch", "longer"])
+def test_an_eager_value_its_weights_and_its_gradient_are_one_program(monkeypatch, limit, solves):
+    # Outside jit the value of at most EAGER_SHARED_MAX losses comes from the program of the
+    # value and the weights, which the weights and the gradient run too: one trace at a
+    # shape. A longer vector's value keeps its own program (no weights pass).
+    losses = jnp.asarray(np.random.default_rng(7).normal(size=13))
+    traced = []
+    solve = engine._solve
+
+    def counting(kernel, path, want_weights, *args):
+        traced.append(want_weights)
+        return solve(kernel, path, want_weights, *args)
+
+    for cached in ("_compiled", "_batched"):
+        monkeypatch.setattr(engine, cached, functools.cache(getattr(engine, cached).__wrapped__))
+    monkeypatch.setattr(engine, "_solve", counting)
+    monkeypatch.setattr(engine, "EAGER_SHARED_MAX", limit)
+    value = float(rl.kl(losses, 0.3))
+    q = rl.kl_weights(losses, 0.3)
+    grad = jax.grad(lambda x: rl.kl(x, 0.3))(losses)
+    assert traced == solves
+    np.testing.assert_array_equal(grad, q)
+    assert value == pytest.approx(float(q @ losses), rel=1e-12)
+
+
 @pytest.mark.parametrize("name", ["kl", "cvar"])
 def test_second_derivatives_raise_instead_of_a_wrong_hessian(name):
     # The weights' own derivative is not implemented: differentiated through the solve they

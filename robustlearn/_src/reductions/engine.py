@@ -60,6 +60,10 @@ SORT_MAX = 65536
 # computing the transcendentals again in every pass. A longer one must not store them.
 SHARE_MAX = 65536
 
+# An eager (not traced) call of a reduction's value on at most this many losses runs the
+# program of the value and the weights (see :func:`run`).
+EAGER_SHARED_MAX = 65536
+
 # Settings forced by the context managers below (None: automatic); part of the compile key.
 _FORCED: dict = {"loop_free": None, "levels": None, "sort_max": None, "share_max": None}
 _SALTS = itertools.count(1)
@@ -545,11 +549,23 @@ def run(kernel: Kernel, losses, hyper, *, weights, where, axis, want_weights: bo
     for _, h_ok in hyper:
         ok = ok & h_ok
     values = tuple(v for v, _ in hyper)
-    fn = _compiled(kernel, len(hyper), want_weights, axes, losses.ndim, weights is not None, _path())
+    weighted, path = weights is not None, _path()
+    if not want_weights and losses.size <= EAGER_SHARED_MAX and not _traced(losses, weights, ok, *values):
+        # Eagerly, a minibatch's value comes from the program that also gives the weights
+        # (and the gradient): a value, its weights and its gradient at one shape compile one
+        # program, not two, for the cost of a weights pass over at most 65,536 losses.
+        both = _batched(kernel, len(hyper), True, axes, losses.ndim, weighted, path)
+        return both(losses, weights, ok, *values)[0]
+    fn = _compiled(kernel, len(hyper), want_weights, axes, losses.ndim, weighted, path)
     return fn(losses, weights, ok, *values)
 
 
+def _traced(*xs) -> bool:
+    return any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
 __all__ = [
+    "EAGER_SHARED_MAX",
     "SUBSAMPLE",
     "SHARE_MAX",
     "SORT_MAX",
