@@ -304,14 +304,16 @@ def _data(losses, w, unroll, levels=(), sort_max=0, share_max=SHARE_MAX):
     else:
         support = w > 0
         if n <= share_max:
-            # A short vector: the weights' maximum and the support's extremes in one pass
-            # (three separate reductions were three fusions of their own, ~1 us on a
-            # minibatch; a long vector keeps them, whose variadic form measured slower).
+            # A short vector: the support's extremes in one pass (a variadic reduce, as
+            # without weights; two separate reductions were two fusions of their own). The
+            # weights' maximum stays apart: JAX cannot differentiate a variadic reduce
+            # whose operands have tangents and no tangent (the weights) side by side.
+            w_max = jnp.max(w)
             inf = jnp.asarray(jnp.inf, dtype)
-            w_max, M, m = jax.lax.reduce(
-                (w, jnp.where(support, losses, -inf), jnp.where(support, losses, inf)),
-                (jnp.asarray(-jnp.inf, w.dtype), -inf, inf),
-                lambda a, b: (jax.lax.max(a[0], b[0]), jax.lax.max(a[1], b[1]), jax.lax.min(a[2], b[2])),
+            M, m = jax.lax.reduce(
+                (jnp.where(support, losses, -inf), jnp.where(support, losses, inf)),
+                (-inf, inf),
+                lambda a, b: (jax.lax.max(a[0], b[0]), jax.lax.min(a[1], b[1])),
                 (0,),
             )
         else:
