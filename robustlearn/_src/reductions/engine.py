@@ -303,12 +303,12 @@ def _data(losses, w, unroll, levels=(), sort_max=0, share_max=SHARE_MAX):
         empty = jnp.asarray(False)
     else:
         support = w > 0
+        w_max = jnp.max(w)
         if n <= share_max:
             # A short vector: the support's extremes in one pass (a variadic reduce, as
-            # without weights; two separate reductions were two fusions of their own). The
-            # weights' maximum stays apart: JAX cannot differentiate a variadic reduce
-            # whose operands have tangents and no tangent (the weights) side by side.
-            w_max = jnp.max(w)
+            # without weights; two reductions were two fusions of their own). Not with the
+            # weights' maximum: JAX cannot differentiate a variadic reduce some of whose
+            # operands have tangents and some none (the weights).
             inf = jnp.asarray(jnp.inf, dtype)
             M, m = jax.lax.reduce(
                 (jnp.where(support, losses, -inf), jnp.where(support, losses, inf)),
@@ -317,7 +317,6 @@ def _data(losses, w, unroll, levels=(), sort_max=0, share_max=SHARE_MAX):
                 (0,),
             )
         else:
-            w_max = jnp.max(w)
             M = jnp.max(jnp.where(support, losses, -jnp.inf))
             m = jnp.min(jnp.where(support, losses, jnp.inf))
         empty = w_max <= 0

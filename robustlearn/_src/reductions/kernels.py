@@ -126,10 +126,11 @@ def _newton(d, evaluate, derivative, x0, lo, hi, trust=True, df0=None, free_deri
     """:func:`newton` to float precision with the options of ``d`` (loop-free path, fallback).
 
     ``df0``: the subsample's slope at ``x0`` (:func:`_start_by_subsamples`): secant steps.
+    ``free_derivative``: ``derivative`` reads only the evaluation's sums (a short vector's
+    shared pass), so the root finder takes it at every step.
     """
     options = {"ok": d.ok, "trust": trust, "unrolled": d.unroll, "fallback": d.fallback, "df0": df0}
-    options.update(free_derivative=free_derivative)
-    return newton(evaluate, derivative, x0, lo, hi, tol=_tol(d.dtype), **options)
+    return newton(evaluate, derivative, x0, lo, hi, tol=_tol(d.dtype), free_derivative=free_derivative, **options)
 
 
 def _log_bracket(dtype):
