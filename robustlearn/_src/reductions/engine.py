@@ -283,11 +283,12 @@ class Data:
         return sub
 
 
-def _max_min(x):
-    """Maximum and minimum in one fused pass (NaN propagates)."""
+def _max_min(x, y=None):
+    """Maximum of ``x`` and minimum of ``y`` (default ``x``) in one fused pass (NaN propagates)."""
+    y = x if y is None else y
     return jax.lax.reduce(
-        (x, x),
-        (jnp.asarray(-jnp.inf, x.dtype), jnp.asarray(jnp.inf, x.dtype)),
+        (x, y),
+        (jnp.asarray(-jnp.inf, x.dtype), jnp.asarray(jnp.inf, y.dtype)),
         lambda a, b: (jax.lax.max(a[0], b[0]), jax.lax.min(a[1], b[1])),
         (0,),
     )
@@ -305,17 +306,11 @@ def _data(losses, w, unroll, levels=(), sort_max=0, share_max=SHARE_MAX):
         support = w > 0
         w_max = jnp.max(w)
         if n <= share_max:
-            # A short vector: the support's extremes in one pass (a variadic reduce, as
-            # without weights; two reductions were two fusions of their own). Not with the
-            # weights' maximum: JAX cannot differentiate a variadic reduce some of whose
-            # operands have tangents and some none (the weights).
-            inf = jnp.asarray(jnp.inf, dtype)
-            M, m = jax.lax.reduce(
-                (jnp.where(support, losses, -inf), jnp.where(support, losses, inf)),
-                (-inf, inf),
-                lambda a, b: (jax.lax.max(a[0], b[0]), jax.lax.min(a[1], b[1])),
-                (0,),
-            )
+            # A short vector: the support's extremes in one pass, as without weights (two
+            # reductions were two fusions of their own). Not with the weights' maximum: JAX
+            # cannot differentiate a variadic reduce some of whose operands have tangents
+            # and some none (the weights).
+            M, m = _max_min(jnp.where(support, losses, -jnp.inf), jnp.where(support, losses, jnp.inf))
         else:
             M = jnp.max(jnp.where(support, losses, -jnp.inf))
             m = jnp.min(jnp.where(support, losses, jnp.inf))
