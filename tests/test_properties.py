@@ -145,6 +145,28 @@ def test_masked_equals_sliced(case, losses, data):
 TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"  # jax's event for each trace of a jitted function
 
 
+def _fresh_jit_caches(monkeypatch):
+    """Swaps the reductions' jit caches for empty ones for one test (restored after), so a
+    call traces afresh (emptying JAX's caches instead cost ~2 s and made the worker's later
+    tests retrace)."""
+    for cached in ("_compiled", "_batched"):
+        monkeypatch.setattr(engine, cached, functools.cache(getattr(engine, cached).__wrapped__))
+
+
+def _counted_solves(monkeypatch):
+    """Fresh jit caches and the list to which each traced solve appends its ``want_weights``."""
+    _fresh_jit_caches(monkeypatch)
+    solves = []
+    solve = engine._solve
+
+    def counting(kernel, path, want_weights, *args):
+        solves.append(want_weights)
+        return solve(kernel, path, want_weights, *args)
+
+    monkeypatch.setattr(engine, "_solve", counting)
+    return solves
+
+
 def test_a_mask_weights_or_both_are_one_compiled_program(monkeypatch):
     # where= folds into the weights: an eager call with a mask, with weights or with both
     # traces (and compiles) the reduction's program once, not once per dtype of the weights.
@@ -158,11 +180,8 @@ def test_a_mask_weights_or_both_are_one_compiled_program(monkeypatch):
         if event == TRACE_EVENT and kwargs.get("fun_name") == "run":
             traced.append(duration)
 
-    # An earlier test may have traced this shape already: the reductions' jit caches are
-    # swapped for empty ones for this test, so the call traces afresh, and restored after
-    # (emptying JAX's caches instead cost ~2 s and made the worker's later tests retrace).
-    for cached in ("_compiled", "_batched"):
-        monkeypatch.setattr(engine, cached, functools.cache(getattr(engine, cached).__wrapped__))
+    # An earlier test may have traced this shape already.
+    _fresh_jit_caches(monkeypatch)
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
         calls = ({"where": mask}, {"weights": w}, {"weights": w, "where": mask})
@@ -179,16 +198,7 @@ def test_a_differentiated_reduction_solves_once_for_value_and_weights(monkeypatc
     # (value and weights together), not the value-only solve beside it.
     losses = jnp.asarray(np.random.default_rng(5).normal(size=(3, 13)))
     w = jnp.asarray(np.random.default_rng(6).uniform(0.5, 2.0, size=(3, 13))) if weighted else None
-    solves = []
-    solve = engine._solve
-
-    def counting(kernel, path, want_weights, *args):
-        solves.append(want_weights)
-        return solve(kernel, path, want_weights, *args)
-
-    for cached in ("_compiled", "_batched"):
-        monkeypatch.setattr(engine, cached, functools.cache(getattr(engine, cached).__wrapped__))
-    monkeypatch.setattr(engine, "_solve", counting)
+    solves = _counted_solves(monkeypatch)
     f = lambda x: jnp.sum(rl.chi_square(x, 0.5, axis=1, weights=w) * jnp.arange(1.0, 4.0))  # noqa: E731
     value, grad = jax.jit(jax.value_and_grad(f))(losses)
     assert solves == [True]
@@ -204,16 +214,7 @@ def test_an_eager_value_its_weights_and_its_gradient_are_one_program(monkeypatch
     # value and the weights, which the weights and the gradient run too: one trace at a
     # shape. A longer vector's value keeps its own program (no weights pass).
     losses = jnp.asarray(np.random.default_rng(7).normal(size=13))
-    traced = []
-    solve = engine._solve
-
-    def counting(kernel, path, want_weights, *args):
-        traced.append(want_weights)
-        return solve(kernel, path, want_weights, *args)
-
-    for cached in ("_compiled", "_batched"):
-        monkeypatch.setattr(engine, cached, functools.cache(getattr(engine, cached).__wrapped__))
-    monkeypatch.setattr(engine, "_solve", counting)
+    traced = _counted_solves(monkeypatch)
     monkeypatch.setattr(engine, "EAGER_SHARED_MAX", limit)
     value = float(rl.kl(losses, 0.3))
     q = rl.kl_weights(losses, 0.3)
